@@ -1,0 +1,122 @@
+"""Settings, read from the environment (and a local `.env` file in development).
+
+`APP_ENV` picks the class: `production` (the default), `development` or `testing`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent
+load_dotenv(BASE_DIR / ".env")
+
+
+class ConfigError(RuntimeError):
+    """The configuration is unsafe or incomplete; the app refuses to start."""
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the `postgres://` URLs platforms hand out and use the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _flag(name: str, default: str = "0") -> bool:
+    return os.environ.get(name, default).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _secrets(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+class Config:
+    APP_ENV = "production"
+    DEBUG = False
+    TESTING = False
+    SECRET_KEY = os.environ.get("SECRET_KEY")
+    # None means "a SQLite file in the instance folder" (resolved by the factory).
+    SQLALCHEMY_DATABASE_URI = (
+        normalise_database_url(os.environ["DATABASE_URL"]) if os.environ.get("DATABASE_URL") else None
+    )
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+    STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY") or None
+    # Comma-separated to allow rotation: every listed secret is accepted.
+    STRIPE_WEBHOOK_SECRETS = _secrets(os.environ.get("STRIPE_WEBHOOK_SECRET"))
+    STRIPE_API_BASE: str | None = None  # None: Stripe's own API
+    STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
+    ALLOW_LIVE_PAYMENTS = _flag("ALLOW_LIVE_PAYMENTS")
+
+    SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "usd").strip().lower()
+    CHECKOUT_SESSION_MINUTES = 30
+    # Orders still pending (no Checkout Session) after this long are expired by the sweep.
+    STALE_PENDING_MINUTES = 15
+
+    # Requests larger than this get 413 before any parsing (webhook bodies included).
+    MAX_CONTENT_LENGTH = 64 * 1024
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = True
+    PREFERRED_URL_SCHEME = "https"
+    WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session cookie
+
+    # Offline mode: the built-in Stripe emulator stands in for Stripe's API.
+    STRIPE_OFFLINE = False
+
+
+class DevelopmentConfig(Config):
+    APP_ENV = "development"
+    SECRET_KEY = Config.SECRET_KEY or "dev-only-not-secret"
+    SESSION_COOKIE_SECURE = False
+    PREFERRED_URL_SCHEME = "http"
+    STRIPE_OFFLINE = not Config.STRIPE_SECRET_KEY
+
+
+class TestingConfig(DevelopmentConfig):
+    APP_ENV = "testing"
+    TESTING = True
+    SECRET_KEY = "testing-not-secret"
+    STRIPE_SECRET_KEY = None
+    STRIPE_WEBHOOK_SECRETS: list[str] = []
+    STRIPE_OFFLINE = True
+    STRIPE_MAX_NETWORK_RETRIES = 0
+
+
+class ProductionConfig(Config):
+    APP_ENV = "production"
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "production": ProductionConfig,
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+}
+
+
+def check_production(config: dict) -> None:
+    """Refuse to run production with missing secrets, debug on, or unintended live keys."""
+    missing = [
+        name
+        for name, value in (
+            ("SECRET_KEY", config.get("SECRET_KEY")),
+            ("STRIPE_SECRET_KEY", config.get("STRIPE_SECRET_KEY")),
+            ("STRIPE_WEBHOOK_SECRET", config.get("STRIPE_WEBHOOK_SECRETS")),
+            ("DATABASE_URL", config.get("SQLALCHEMY_DATABASE_URI")),
+        )
+        if not value
+    ]
+    if missing:
+        raise ConfigError(
+            "Refusing to start in production: missing " + ", ".join(missing)
+            + ". Set them in the environment (see .env.example), or set APP_ENV=development to run locally."
+        )
+    if config.get("DEBUG") or _flag("FLASK_DEBUG"):
+        raise ConfigError("Refusing to start in production with DEBUG on.")
+    if str(config["STRIPE_SECRET_KEY"]).startswith(("sk_live_", "rk_live_")) and not config.get("ALLOW_LIVE_PAYMENTS"):
+        raise ConfigError(
+            "Refusing to start with a live Stripe key: set ALLOW_LIVE_PAYMENTS=1 to take real payments."
+        )

@@ -1,0 +1,78 @@
+"""The shop: an application factory wiring config, extensions and blueprints."""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import sys
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import CONFIGS, ConfigError, check_production
+
+from .extensions import csrf, db, migrate
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app for `APP_ENV` (default production), with optional config overrides."""
+    overrides = dict(overrides or {})
+    env_name = overrides.pop("APP_ENV", None) or os.environ.get("APP_ENV", "production")
+    if env_name not in CONFIGS:
+        raise ConfigError(f"APP_ENV must be one of {', '.join(CONFIGS)}, not {env_name!r}.")
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_object(CONFIGS[env_name])
+    app.config.update(overrides)
+    if not app.config["SQLALCHEMY_DATABASE_URI"] and env_name != "production":
+        os.makedirs(app.instance_path, exist_ok=True)
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{os.path.join(app.instance_path, 'shop.sqlite')}"
+    if env_name == "production":
+        check_production(app.config)
+
+    _configure_logging(app)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), os.pardir, "migrations"))
+    csrf.init_app(app)
+
+    if app.config["STRIPE_OFFLINE"]:
+        # Development and tests without Stripe keys: serve a faithful Stripe stand-in.
+        from . import stripe_emulator
+
+        stripe_emulator.init_app(app)
+
+    from . import catalog, checkout, cli, errors, filters, webhooks
+
+    filters.init_app(app)
+    errors.init_app(app)
+    cli.init_app(app)
+    app.register_blueprint(catalog.bp)
+    app.register_blueprint(checkout.bp)
+    app.register_blueprint(webhooks.bp)
+    return app
+
+
+def _configure_logging(app: Flask) -> None:
+    """One line per event on stdout, as platforms expect."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("shop")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite: enforce foreign keys and let concurrent writers wait instead of failing."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()

@@ -1,0 +1,25 @@
+import secrets
+
+from flask import current_app, make_response, render_template
+
+from ..shoppers import current_shopper_id
+from . import bp
+from .queries import active_products, orders_of
+
+
+@bp.get("/")
+def index():
+    shopper_id = current_shopper_id(create=True)
+    response = make_response(
+        render_template(
+            "index.html",
+            products=active_products(),
+            orders=orders_of(shopper_id),
+            currency=current_app.config["SHOP_CURRENCY"],
+            # One-time token: resubmitting this exact form finds the same order.
+            checkout_token=secrets.token_urlsafe(24),
+        )
+    )
+    # Back/forward must reload the page, so a new visit gets a new checkout token.
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,40 @@
+"""Checkout orchestration: save the order, then create its Stripe Checkout Session."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from flask import current_app, url_for
+
+from .. import orders, stripe_gateway
+from ..extensions import db
+from ..models import Order
+from ..orders import CartLine, OrderStatus
+
+
+def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLine]) -> Order:
+    """Return the order for this form submission, with a Checkout Session when possible.
+
+    The order is committed before Stripe is called, so a crash in between leaves a pending
+    order that the sweep expires, never a session without an order. A second submission of
+    the same form reuses the order, and the order-derived idempotency key makes Stripe
+    return the same session.
+
+    Raises stripe_gateway.PaymentProviderError after marking the order failed.
+    """
+    order, created = orders.place_order(shopper_id, checkout_token, lines, current_app.config["SHOP_CURRENCY"])
+    db.session.commit()
+    if order.status != OrderStatus.PENDING:
+        return order
+    success_url = url_for("checkout.success", _external=True) + "?session_id={CHECKOUT_SESSION_ID}"
+    cancel_url = url_for("checkout.cancel", order=order.public_id, _external=True)
+    try:
+        session = stripe_gateway.create_checkout_session(order, success_url, cancel_url)
+    except stripe_gateway.PaymentProviderError as exc:
+        current_app.logger.warning("no Checkout Session for %s: %s", order.public_id, exc)
+        if created:  # a concurrent resubmission must not fail the order its twin is paying
+            orders.mark_checkout_failed(order)
+            db.session.commit()
+        raise
+    orders.record_checkout_session(order, session.id, session.url)
+    db.session.commit()
+    return order

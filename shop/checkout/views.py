@@ -1,0 +1,120 @@
+import hashlib
+import hmac
+import re
+
+from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from .. import stripe_gateway
+from ..catalog.queries import active_products
+from ..extensions import db
+from ..models import Order
+from ..orders import PAID_STATES, CheckoutTokenConflict, OrderStatus
+from ..shoppers import current_shopper_id
+from . import bp
+from .cart import InvalidCart, cart_from, checkout_token_from
+from .flow import start_checkout
+
+SESSION_ID = re.compile(r"cs_[A-Za-z0-9_]{1,250}")
+ORDER_ID = re.compile(r"ord_[A-Za-z0-9_-]{22}")
+
+
+@bp.post("/checkout")
+def create():
+    try:
+        token = checkout_token_from(request.form)
+        lines = cart_from(request.form, active_products())
+    except InvalidCart as exc:
+        return render_template("error.html", title="We couldn't start your checkout", message=str(exc)), 400
+    try:
+        order = start_checkout(current_shopper_id(create=True), token, lines)
+    except CheckoutTokenConflict:
+        message = "This checkout form was already used for another order. Reload the shop and try again."
+        return render_template("error.html", title="Form already used", message=message), 409
+    except stripe_gateway.PaymentProviderError:
+        return _payment_unavailable()
+
+    if order.status == OrderStatus.AWAITING_PAYMENT and order.checkout_url:
+        return redirect(order.checkout_url, code=303)
+    if order.stripe_session_id and (order.status in PAID_STATES or order.status == OrderStatus.PROCESSING):
+        return redirect(url_for(".success", session_id=order.stripe_session_id), code=303)
+    if order.status == OrderStatus.EXPIRED:
+        message = "This checkout has expired. Nothing was charged; please start a new order."
+        return render_template("error.html", title="Checkout expired", message=message), 409
+    return _payment_unavailable()
+
+
+def _payment_unavailable():
+    message = (
+        "We couldn't reach our payment provider, so nothing was charged. "
+        "Please go back to the shop and try again in a moment."
+    )
+    return render_template("error.html", title="Payment is unavailable right now", message=message), 503
+
+
+def _order_for_session(session_id: str | None) -> Order:
+    if not session_id or not SESSION_ID.fullmatch(session_id):
+        abort(400, description="The link back from checkout is missing its session id.")
+    order = db.session.scalar(select(Order).where(Order.stripe_session_id == session_id))
+    if order is None:
+        abort(404, description="We have no order for this checkout session.")
+    return order
+
+
+@bp.get("/checkout/success")
+def success():
+    """Show how the order stands. Never changes it: only Stripe's webhook does."""
+    order = _order_for_session(request.args.get("session_id"))
+    status_url = url_for(".status", public_id=order.public_id, session_id=order.stripe_session_id)
+    return render_template("success.html", order=order, status_url=status_url)
+
+
+@bp.get("/checkout/cancel")
+def cancel():
+    """The shopper left Stripe's page: expire the session so it can't be paid later."""
+    public_id = request.args.get("order", "")
+    if not ORDER_ID.fullmatch(public_id):
+        abort(400, description="The cancel link is missing its order reference.")
+    order = db.session.scalar(select(Order).where(Order.public_id == public_id))
+    if order is None or order.shopper_id != current_shopper_id():
+        abort(404, description="We have no such order for this browser.")
+    if order.status == OrderStatus.AWAITING_PAYMENT and order.stripe_session_id:
+        try:
+            stripe_gateway.expire_checkout_session(order.stripe_session_id)
+        except stripe_gateway.PaymentProviderError:
+            # The session still expires on its own after 30 minutes.
+            pass
+    if order.status in PAID_STATES:
+        flash("This order was already paid, so it was not cancelled.", "info")
+    else:
+        flash("Checkout cancelled. Nothing was charged.", "info")
+    return redirect(url_for("catalog.index"), code=303)
+
+
+@bp.get("/orders/<public_id>/status")
+def status(public_id: str):
+    """How an order stands, for the success page's polling. Owner or session holder only."""
+    if not ORDER_ID.fullmatch(public_id):
+        abort(404)
+    order = db.session.scalar(select(Order).where(Order.public_id == public_id))
+    session_id = request.args.get("session_id", "")
+    allowed = order is not None and (
+        order.shopper_id == current_shopper_id()
+        or (order.stripe_session_id is not None and hmac.compare_digest(session_id, order.stripe_session_id))
+    )
+    if not allowed:
+        abort(404)
+    etag = hashlib.sha1(f"{order.id}:{order.status}:{order.updated_at}".encode()).hexdigest()
+    if request.if_none_match.contains(etag):
+        response = Response(status=304)
+    else:
+        response = jsonify(
+            status=order.status,
+            paid=order.status in PAID_STATES,
+            paid_at=order.paid_at.isoformat() if order.paid_at else None,
+            amount_total=order.amount_total,
+            currency=order.currency,
+        )
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response

@@ -1,0 +1,70 @@
+"""Operator commands: `flask --app wsgi seed | orders list | stripe sync`."""
+from __future__ import annotations
+
+import click
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from .catalog.products import CATALOG
+from .extensions import db
+from .models import Order, Product
+from .money import format_money
+from .recovery import sync_with_stripe
+
+
+def seed_products() -> int:
+    """Insert or update the catalogue's products by slug. Returns how many rows changed."""
+    changed = 0
+    for row in CATALOG:
+        product = db.session.scalar(select(Product).where(Product.slug == row["slug"]))
+        if product is None:
+            db.session.add(Product(**row))
+            changed += 1
+            continue
+        for key, value in row.items():
+            if getattr(product, key) != value:
+                setattr(product, key, value)
+                changed += 1
+    db.session.commit()
+    return changed
+
+
+def init_app(app: Flask) -> None:
+    @app.cli.command("seed")
+    def seed() -> None:
+        """Create or update the three products (idempotent; the release phase runs it)."""
+        click.echo(f"Catalogue seeded ({seed_products()} change(s)).")
+
+    orders_cli = click.Group("orders", help="Inspect orders.")
+    stripe_cli = click.Group("stripe", help="Reconcile with Stripe.")
+
+    @orders_cli.command("list")
+    @click.option("--status", help="Only orders in this status.")
+    @click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+    def list_orders(status: str | None, limit: int) -> None:
+        """List recent orders with their status and total."""
+        query = select(Order).options(selectinload(Order.items)).order_by(Order.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(Order.status == status)
+        for order in db.session.scalars(query):
+            items = ", ".join(f"{item.quantity}× {item.product_name}" for item in order.items)
+            review = f"  REVIEW: {order.review_reason}" if order.review_reason else ""
+            click.echo(
+                f"{order.created_at:%Y-%m-%d %H:%M} {order.public_id} {order.status:<18} "
+                f"{format_money(order.amount_total, order.currency):>10}  {items}{review}"
+            )
+
+    @stripe_cli.command("sync")
+    def sync() -> None:
+        """Fetch recent Stripe events and apply any the webhook missed; expire stale orders."""
+        report = sync_with_stripe()
+        for line in report.outcomes:
+            click.echo(line)
+        click.echo(
+            f"Fetched {report.fetched} event(s): {report.applied} applied, {report.duplicates} already seen, "
+            f"{report.invalid} invalid; {report.stale_expired} stale pending order(s) expired."
+        )
+
+    app.cli.add_command(orders_cli)
+    app.cli.add_command(stripe_cli)

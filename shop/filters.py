@@ -1,0 +1,28 @@
+"""Jinja filters for money and dates."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import Flask
+
+from .money import format_money, minor_unit_factor
+
+
+def _as_utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything is stored in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def isodate(moment: datetime) -> str:
+    return _as_utc(moment).isoformat(timespec="seconds")
+
+
+def humandate(moment: datetime) -> str:
+    return _as_utc(moment).strftime("%d %b %Y, %H:%M UTC")
+
+
+def init_app(app: Flask) -> None:
+    app.add_template_filter(format_money, "money")
+    app.add_template_filter(minor_unit_factor, "minor_factor")
+    app.add_template_filter(isodate)
+    app.add_template_filter(humandate)

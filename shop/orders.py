@@ -1,0 +1,238 @@
+"""Order lifecycle: the one place where an order changes state.
+
+    pending ──► awaiting_payment ──► paid ──► partially_refunded ──► refunded
+       │              │    └──► processing ──► paid / failed
+       │              ├──► failed
+       └──► failed    └──► expired
+            expired
+
+Each transition is one conditional UPDATE (`... WHERE status IN (allowed sources)`), so
+concurrent or repeated deliveries apply it at most once, and nothing moves a paid order
+backwards. A verified payment is never dropped: `paid` is also reachable from `failed`
+and `expired`, because money that Stripe says it took must show on the order.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from .extensions import db
+from .models import Order, OrderItem, Product, utcnow
+
+log = logging.getLogger("shop.orders")
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    AWAITING_PAYMENT = "awaiting_payment"
+    PROCESSING = "processing"
+    PAID = "paid"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
+S = OrderStatus
+# For each target state, the states it may be entered from.
+ALLOWED_SOURCES: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.AWAITING_PAYMENT: frozenset({S.PENDING}),
+    S.PROCESSING: frozenset({S.AWAITING_PAYMENT}),
+    S.PAID: frozenset({S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED, S.EXPIRED}),
+    S.FAILED: frozenset({S.PENDING, S.AWAITING_PAYMENT, S.PROCESSING}),
+    S.EXPIRED: frozenset({S.PENDING, S.AWAITING_PAYMENT}),
+    S.PARTIALLY_REFUNDED: frozenset({S.PAID, S.PARTIALLY_REFUNDED}),
+    S.REFUNDED: frozenset({S.PAID, S.PARTIALLY_REFUNDED}),
+}
+PAID_STATES = frozenset({S.PAID, S.PARTIALLY_REFUNDED, S.REFUNDED})
+OPEN_STATES = frozenset({S.PENDING, S.AWAITING_PAYMENT, S.PROCESSING})
+
+SESSION_COMPLETED = "checkout.session.completed"
+SESSION_ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
+SESSION_ASYNC_FAILED = "checkout.session.async_payment_failed"
+SESSION_EXPIRED = "checkout.session.expired"
+CHARGE_REFUNDED = "charge.refunded"
+SESSION_EVENTS = frozenset({SESSION_COMPLETED, SESSION_ASYNC_SUCCEEDED, SESSION_ASYNC_FAILED, SESSION_EXPIRED})
+
+
+class CheckoutTokenConflict(Exception):
+    """The checkout token was already used for a different cart or by another browser."""
+
+
+@dataclass(frozen=True)
+class CartLine:
+    product: Product
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What handling one Stripe event did, recorded on the event row."""
+
+    description: str
+    order_id: int | None = None
+
+
+def new_public_id() -> str:
+    return "ord_" + secrets.token_urlsafe(16)
+
+
+def place_order(
+    shopper_id: str, checkout_token: str, lines: Sequence[CartLine], currency: str
+) -> tuple[Order, bool]:
+    """Create a pending order for the cart, or find the one this checkout token already made.
+
+    Returns the order and whether this call created it. Prices are copied from the
+    products: the browser only ever sends quantities. The caller commits.
+    """
+    existing = db.session.scalar(select(Order).where(Order.checkout_token == checkout_token))
+    if existing is None:
+        order = Order(
+            public_id=new_public_id(),
+            shopper_id=shopper_id,
+            checkout_token=checkout_token,
+            status=S.PENDING,
+            currency=currency,
+            amount_total=sum(line.product.unit_amount * line.quantity for line in lines),
+            items=[
+                OrderItem(
+                    product_id=line.product.id,
+                    product_name=line.product.name,
+                    quantity=line.quantity,
+                    unit_amount=line.product.unit_amount,
+                )
+                for line in lines
+            ],
+        )
+        try:
+            with db.session.begin_nested():
+                db.session.add(order)
+            return order, True
+        except IntegrityError:
+            # A concurrent submission of the same form won the race: use its order.
+            existing = db.session.scalar(select(Order).where(Order.checkout_token == checkout_token))
+            if existing is None:
+                raise
+    if existing.shopper_id != shopper_id or _cart_of(existing) != {l.product.id: l.quantity for l in lines}:
+        raise CheckoutTokenConflict(existing.public_id)
+    return existing, False
+
+
+def _cart_of(order: Order) -> dict[int, int]:
+    return {item.product_id: item.quantity for item in order.items}
+
+
+def _transition(order: Order, target: OrderStatus, **values: Any) -> bool:
+    """Move the order to `target` if its current state allows it. True if this call moved it."""
+    result = db.session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status.in_(ALLOWED_SOURCES[target]))
+        .values(status=target, updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.expire(order)
+    moved = result.rowcount == 1
+    if moved:
+        log.info("order %s -> %s", order.public_id, target)
+    return moved
+
+
+def record_checkout_session(order: Order, session_id: str, url: str) -> None:
+    """Remember the Checkout Session created for a pending order."""
+    _transition(order, S.AWAITING_PAYMENT, stripe_session_id=session_id, checkout_url=url)
+
+
+def mark_checkout_failed(order: Order) -> None:
+    """Stripe could not create a session: the order will never be paid, so say so."""
+    _transition(order, S.FAILED)
+
+
+def expire_stale_pending(older_than: timedelta, now: datetime | None = None) -> int:
+    """Expire orders stuck in `pending` (the process died before a session existed)."""
+    cutoff = (now or utcnow()) - older_than
+    result = db.session.execute(
+        update(Order)
+        .where(Order.status == S.PENDING, Order.created_at < cutoff)
+        .values(status=S.EXPIRED, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount:
+        log.warning("expired %d stale pending order(s)", result.rowcount)
+    return result.rowcount
+
+
+def _flag_for_review(order: Order, reason: str) -> Outcome:
+    log.error("order %s needs review: %s", order.public_id, reason)
+    db.session.execute(
+        update(Order).where(Order.id == order.id).values(review_reason=reason[:500], updated_at=utcnow())
+    )
+    db.session.expire(order)
+    return Outcome(f"flagged for review: {reason}", order.id)
+
+
+def _payment_mismatch(order: Order, amount: Any, currency: Any) -> str | None:
+    if amount != order.amount_total or currency != order.currency:
+        return f"Stripe reports {amount} {currency}, order is {order.amount_total} {order.currency}"
+    return None
+
+
+def apply_session_event(event_type: str, session: Mapping[str, Any]) -> Outcome:
+    """Apply a verified `checkout.session.*` event to the order it belongs to."""
+    order = db.session.scalar(select(Order).where(Order.stripe_session_id == session["id"]))
+    if order is None:
+        return Outcome("ignored: no order has this checkout session")
+    if session.get("client_reference_id") != order.public_id:
+        return _flag_for_review(order, f"session {session['id']} names another order")
+
+    paid_values = {
+        "payment_intent_id": session.get("payment_intent"),
+        "customer_email": (session.get("customer_details") or {}).get("email") or session.get("customer_email"),
+    }
+    if event_type == SESSION_COMPLETED and session.get("payment_status") == "paid" or event_type == SESSION_ASYNC_SUCCEEDED:
+        mismatch = _payment_mismatch(order, session.get("amount_total"), session.get("currency"))
+        if mismatch:
+            return _flag_for_review(order, mismatch)
+        target, values = S.PAID, {**paid_values, "paid_at": utcnow()}
+    elif event_type == SESSION_COMPLETED:
+        target, values = S.PROCESSING, paid_values
+    elif event_type == SESSION_ASYNC_FAILED:
+        target, values = S.FAILED, {}
+    else:
+        target, values = S.EXPIRED, {}
+
+    if _transition(order, target, **values):
+        return Outcome(f"order {target}", order.id)
+    return Outcome(f"no change: order already {order.status}", order.id)
+
+
+def apply_charge_refunded(charge: Mapping[str, Any]) -> Outcome:
+    """Apply a verified `charge.refunded` event: refunded in full, or in part."""
+    order = db.session.scalar(select(Order).where(Order.payment_intent_id == charge.get("payment_intent")))
+    if order is None:
+        return Outcome("ignored: no order has this payment")
+    refunded = charge.get("amount_refunded")
+    if not isinstance(refunded, int) or charge.get("currency") != order.currency:
+        return _flag_for_review(order, f"refund of {refunded} {charge.get('currency')} does not fit the order")
+    target = S.REFUNDED if refunded >= order.amount_total else S.PARTIALLY_REFUNDED
+    result = db.session.execute(
+        update(Order)
+        .where(
+            Order.id == order.id,
+            Order.status.in_(ALLOWED_SOURCES[target]),
+            Order.amount_refunded < refunded,
+        )
+        .values(status=target, amount_refunded=refunded, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.expire(order)
+    if result.rowcount == 1:
+        return Outcome(f"order {target} ({refunded})", order.id)
+    return Outcome(f"no change: order already {order.status}", order.id)

@@ -1,0 +1,142 @@
+"""The only place the shop talks to Stripe. Everything goes through the official SDK.
+
+Where the SDK sends its requests is configuration (`STRIPE_API_BASE` and an optional
+`stripe_http_client` extension), so the same code drives Stripe or its offline stand-in.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import stripe
+from flask import current_app
+
+from .models import Order
+
+# Stripe wants expires_at at least 30 minutes after creation; the margin covers request latency.
+EXPIRY_MARGIN = timedelta(seconds=60)
+
+
+class PaymentProviderError(Exception):
+    """Stripe could not be reached or refused the request; safe to retry later."""
+
+
+class WebhookVerificationError(Exception):
+    """A webhook body that is not a correctly signed, fresh Stripe event."""
+
+
+@dataclass(frozen=True)
+class CheckoutSession:
+    id: str
+    url: str
+
+
+def _client() -> stripe.StripeClient:
+    config = current_app.config
+    base = config.get("STRIPE_API_BASE")
+    return stripe.StripeClient(
+        config["STRIPE_SECRET_KEY"],
+        base_addresses={"api": base} if base else None,
+        http_client=current_app.extensions.get("stripe_http_client"),
+        max_network_retries=config["STRIPE_MAX_NETWORK_RETRIES"],
+    )
+
+
+def checkout_session_params(order: Order, success_url: str, cancel_url: str) -> dict[str, Any]:
+    """Checkout Session parameters, priced from the order's server-side snapshot only."""
+    expires_at = order.created_at + timedelta(minutes=current_app.config["CHECKOUT_SESSION_MINUTES"]) + EXPIRY_MARGIN
+    return {
+        "mode": "payment",
+        "line_items": [
+            {
+                "price_data": {
+                    "currency": order.currency,
+                    "unit_amount": item.unit_amount,
+                    "product_data": {"name": item.product_name},
+                },
+                "quantity": item.quantity,
+            }
+            for item in order.items
+        ],
+        "client_reference_id": order.public_id,
+        "metadata": {"order_id": order.public_id},
+        "expires_at": int(expires_at.timestamp()),
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+    }
+
+
+def create_checkout_session(order: Order, success_url: str, cancel_url: str) -> CheckoutSession:
+    """Create (or, for a retry of the same order, get back) the order's Checkout Session.
+
+    The idempotency key is derived from the order, so neither the SDK's own retries nor a
+    resubmitted form can make Stripe create a second session for one order.
+    """
+    try:
+        session = _client().v1.checkout.sessions.create(
+            params=checkout_session_params(order, success_url, cancel_url),  # type: ignore[arg-type]
+            options={"idempotency_key": f"checkout-session-{order.public_id}"},
+        )
+    except stripe.StripeError as exc:
+        raise PaymentProviderError(str(exc)) from exc
+    return CheckoutSession(id=session.id, url=session.url or "")
+
+
+def expire_checkout_session(session_id: str) -> bool:
+    """Expire an open session so it can no longer be paid. False if it was not open."""
+    try:
+        _client().v1.checkout.sessions.expire(session_id)
+    except stripe.InvalidRequestError:
+        return False
+    except stripe.StripeError as exc:
+        raise PaymentProviderError(str(exc)) from exc
+    return True
+
+
+def refund_payment(payment_intent_id: str, amount: int | None = None) -> None:
+    params: dict[str, Any] = {"payment_intent": payment_intent_id}
+    if amount is not None:
+        params["amount"] = amount
+    try:
+        _client().v1.refunds.create(params=params)  # type: ignore[arg-type]
+    except stripe.StripeError as exc:
+        raise PaymentProviderError(str(exc)) from exc
+
+
+def events_since(created_after: int) -> Iterator[dict[str, Any]]:
+    """Every event created after the given unix time, newest first, as plain dicts."""
+    try:
+        page = _client().v1.events.list(params={"created": {"gt": created_after}, "limit": 100})
+        for event in page.auto_paging_iter():
+            yield event.to_dict()
+    except stripe.StripeError as exc:
+        raise PaymentProviderError(str(exc)) from exc
+
+
+def verify_webhook(payload: bytes, signature_header: str | None, secrets: list[str]) -> dict[str, Any]:
+    """Check the Stripe-Signature of a raw webhook body against any configured secret.
+
+    Several secrets are accepted so a secret can be rotated without losing events.
+    """
+    if not signature_header:
+        raise WebhookVerificationError("Missing Stripe-Signature header.")
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature_header, secret)
+        except stripe.SignatureVerificationError:
+            continue
+        except (UnicodeDecodeError, ValueError, IndexError) as exc:
+            raise WebhookVerificationError("Malformed Stripe-Signature header.") from exc
+        break
+    else:
+        raise WebhookVerificationError("Invalid or expired Stripe-Signature.")
+    try:
+        event = json.loads(payload)
+    except ValueError as exc:
+        raise WebhookVerificationError("Body is not valid JSON.") from exc
+    if not isinstance(event, dict):
+        raise WebhookVerificationError("Body is not a Stripe event object.")
+    return event
