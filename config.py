@@ -47,7 +47,8 @@ class Config:
     STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY") or None
     # Comma-separated to allow rotation: every listed secret is accepted.
     STRIPE_WEBHOOK_SECRETS = _secrets(os.environ.get("STRIPE_WEBHOOK_SECRET"))
-    STRIPE_API_BASE: str | None = None  # None: Stripe's own API
+    # None: Stripe's own API. Set to talk to a stand-in (e.g. another process's emulator).
+    STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE") or None
     STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
     ALLOW_LIVE_PAYMENTS = _flag("ALLOW_LIVE_PAYMENTS")
 
