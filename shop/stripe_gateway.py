@@ -125,7 +125,9 @@ def verify_webhook(payload: bytes, signature_header: str | None, secrets: list[s
         raise WebhookVerificationError("Missing Stripe-Signature header.")
     for secret in secrets:
         try:
-            stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature_header, secret)
+            stripe.WebhookSignature.verify_header(
+                payload.decode("utf-8"), signature_header, secret, tolerance=stripe.Webhook.DEFAULT_TOLERANCE
+            )
         except stripe.SignatureVerificationError:
             continue
         except (UnicodeDecodeError, ValueError, IndexError) as exc:

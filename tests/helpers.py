@@ -1,0 +1,167 @@
+"""Test helpers: a shopper's browser over the Flask test client, and Stripe-signed events."""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import stripe
+from flask import Flask
+from sqlalchemy import func, select
+
+from shop.extensions import db
+from shop.models import Order, StripeEvent
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+TOKEN_FIELD = re.compile(r'name="checkout_token" value="([^"]+)"')
+
+
+def path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+class ShopClient:
+    """One browser: its own cookies, and the home page's form fields."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.http = app.test_client()
+
+    def form_fields(self) -> dict[str, str]:
+        page = self.http.get("/").get_data(as_text=True)
+        return {"csrf_token": CSRF_FIELD.search(page)[1], "checkout_token": TOKEN_FIELD.search(page)[1]}
+
+    def checkout(self, quantities: dict[str, Any], fields: dict[str, str] | None = None, **extra: Any):
+        data = {**(fields or self.form_fields()), **{f"quantity-{slug}": q for slug, q in quantities.items()}, **extra}
+        return self.http.post("/checkout", data=data)
+
+    def start(self, quantities: dict[str, Any]) -> Order:
+        response = self.checkout(quantities)
+        assert response.status_code == 303, response.get_data(as_text=True)
+        return latest_order(self.app)
+
+
+def latest_order(app: Flask) -> Order:
+    with app.app_context():
+        order = db.session.scalar(select(Order).order_by(Order.id.desc()))
+        assert order is not None
+        db.session.expunge(order)
+        return order
+
+
+def get_order(app: Flask, public_id: str) -> Order:
+    with app.app_context():
+        order = db.session.scalar(select(Order).where(Order.public_id == public_id))
+        assert order is not None
+        _ = order.items
+        db.session.expunge(order)
+        return order
+
+
+def count(app: Flask, model: type) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def snapshot(app: Flask) -> list[tuple]:
+    """Everything a bad request must leave untouched: orders and recorded events."""
+    with app.app_context():
+        orders = db.session.execute(
+            select(Order.public_id, Order.status, Order.amount_total, Order.review_reason, Order.paid_at).order_by(Order.id)
+        ).all()
+        events = db.session.execute(select(StripeEvent.id, StripeEvent.processed_at)).all()
+        return [tuple(row) for row in orders] + [tuple(row) for row in events]
+
+
+def session_event(order: Order, event_type: str, **session_fields: Any) -> dict[str, Any]:
+    """A Stripe-shaped checkout.session event for the given order."""
+    session = {
+        "id": order.stripe_session_id,
+        "object": "checkout.session",
+        "client_reference_id": order.public_id,
+        "metadata": {"order_id": order.public_id},
+        "amount_total": order.amount_total,
+        "currency": order.currency,
+        "mode": "payment",
+        "status": "expired" if event_type.endswith("expired") else "complete",
+        "payment_status": "paid" if event_type.endswith(("completed", "succeeded")) else "unpaid",
+        "payment_intent": None if event_type.endswith("expired") else "pi_" + secrets.token_hex(8),
+        "customer_details": {"email": "shopper@example.com"},
+        **session_fields,
+    }
+    return {
+        "id": "evt_" + secrets.token_hex(12),
+        "object": "event",
+        "api_version": stripe.api_version,
+        "created": int(time.time()),
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": event_type,
+        "data": {"object": session},
+    }
+
+
+def webhook_secret(app: Flask) -> str:
+    return app.config["STRIPE_WEBHOOK_SECRETS"][0]
+
+
+def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
+    return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=timestamp)
+
+
+def post_event(app: Flask, event: dict[str, Any] | str, secret: str | None = None, **headers: str):
+    """Deliver an event to the webhook as Stripe would: raw JSON body, signed."""
+    body = event if isinstance(event, str) else json.dumps(event)
+    signature = sign(body, secret or webhook_secret(app))
+    return app.test_client().post(
+        "/webhooks/stripe",
+        data=body,
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature, **headers},
+    )
+
+
+class RecordingHTTPClient(stripe.HTTPClient):
+    """Wraps the SDK's transport: records every request and can inject failures first.
+
+    `failures` is consumed one per request: "timeout" and "refused" raise the SDK's
+    connection error, "500"/"503"/"401" answer with that status, before anything reaches
+    the API behind.
+    """
+
+    name = "recording"
+
+    def __init__(self, inner: stripe.HTTPClient, failures: list[str] | None = None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.failures = list(failures or [])
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+
+    def request(self, method, url, headers, post_data=None, *, _usage=None):
+        self.requests.append((method, url, dict(headers or {}), post_data))
+        if self.failures:
+            failure = self.failures.pop(0)
+            if failure in ("timeout", "refused"):
+                raise stripe.APIConnectionError(f"simulated {failure}", should_retry=True)
+            body = json.dumps({"error": {"type": "api_error", "message": f"simulated {failure}"}})
+            return body, int(failure), {"request-id": "req_simulated"}
+        return self.inner.request(method, url, headers, post_data)
+
+    def request_stream(self, method, url, headers, post_data=None, *, _usage=None):
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def posts_to(self, path_suffix: str) -> list[tuple[str, str, dict[str, str], Any]]:
+        return [r for r in self.requests if r[0] == "post" and urlsplit(r[1]).path.endswith(path_suffix)]
+
+
+def record_stripe_calls(app: Flask, failures: list[str] | None = None) -> RecordingHTTPClient:
+    recorder = RecordingHTTPClient(app.extensions["stripe_http_client"], failures)
+    app.extensions["stripe_http_client"] = recorder
+    return recorder

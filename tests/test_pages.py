@@ -1,0 +1,118 @@
+"""Success, cancel and status: they show how an order stands and never change it."""
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import ShopClient, get_order, post_event, session_event, snapshot
+
+
+@pytest.fixture
+def order(app, shop):
+    return shop.start({"enamel-mug": 2})
+
+
+def test_success_page_shows_status_and_never_changes_the_order(app, shop, order):
+    before = snapshot(app)
+    page = shop.http.get(f"/checkout/success?session_id={order.stripe_session_id}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Confirming your payment" in html
+    assert f'data-status-url="/orders/{order.public_id}/status?session_id={order.stripe_session_id}"' in html
+    assert "Refresh status" in html  # works without JavaScript
+    assert snapshot(app) == before
+    assert get_order(app, order.public_id).status == "awaiting_payment"
+
+
+def test_success_page_shows_paid_once_the_webhook_said_so(app, shop, order):
+    post_event(app, session_event(order, "checkout.session.completed"))
+    html = shop.http.get(f"/checkout/success?session_id={order.stripe_session_id}").get_data(as_text=True)
+    assert "<title>Payment received" in html
+
+
+@pytest.mark.parametrize("query, status", [("", 400), ("?session_id=", 400), ("?session_id=<script>", 400), ("?session_id=cs_test_unknown", 404)])
+def test_success_page_with_a_bad_session_id(app, shop, order, query, status):
+    before = snapshot(app)
+    assert shop.http.get(f"/checkout/success{query}").status_code == status
+    assert snapshot(app) == before
+
+
+def test_status_json_for_the_owner(app, shop, order):
+    response = shop.http.get(f"/orders/{order.public_id}/status")
+    assert response.status_code == 200
+    assert response.json == {
+        "status": "awaiting_payment", "paid": False, "paid_at": None, "amount_total": 4800, "currency": "usd"
+    }
+    assert "no-cache" in response.headers["Cache-Control"]
+    post_event(app, session_event(order, "checkout.session.completed"))
+    assert shop.http.get(f"/orders/{order.public_id}/status").json["status"] == "paid"
+
+
+def test_status_answers_304_while_nothing_changed(app, shop, order):
+    first = shop.http.get(f"/orders/{order.public_id}/status")
+    again = shop.http.get(f"/orders/{order.public_id}/status", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304
+    post_event(app, session_event(order, "checkout.session.completed"))
+    changed = shop.http.get(f"/orders/{order.public_id}/status", headers={"If-None-Match": first.headers["ETag"]})
+    assert changed.status_code == 200 and changed.json["paid"] is True
+
+
+def test_status_with_the_session_id_works_in_another_browser(app, order):
+    other = ShopClient(app)
+    url = f"/orders/{order.public_id}/status?session_id={order.stripe_session_id}"
+    assert other.http.get(url).json["status"] == "awaiting_payment"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/orders/{public_id}/status",  # another browser, no session id
+        "/orders/{public_id}/status?session_id=cs_test_wrong",
+        "/orders/ord_doesnotexistdoesnotexi/status",
+        "/orders/not-an-order/status",
+        "/orders/{public_id}%00/status",
+    ],
+)
+def test_status_is_hidden_from_other_browsers_and_bad_ids(app, order, path):
+    response = ShopClient(app).http.get(path.format(public_id=order.public_id))
+    assert response.status_code == 404
+    assert response.is_json
+    assert "status" not in response.json
+
+
+def test_cancel_expires_the_session_and_says_nothing_was_charged(app, shop, order):
+    response = shop.http.get(f"/checkout/cancel?order={order.public_id}", follow_redirects=True)
+    assert response.request.path == "/"
+    assert "Nothing was charged" in response.get_data(as_text=True)
+    # The emulator expired the session; its webhook is what expires the order.
+    from shop import stripe_emulator
+
+    stripe_emulator.tick(app)
+    assert get_order(app, order.public_id).status == "expired"
+
+
+@pytest.mark.parametrize("query, status", [("", 400), ("?order=bad", 400), ("?order=ord_doesnotexistdoesnotexi", 404)])
+def test_cancel_with_a_bad_order_reference(app, shop, order, query, status):
+    before = snapshot(app)
+    assert shop.http.get(f"/checkout/cancel{query}").status_code == status
+    assert snapshot(app) == before
+
+
+def test_cancel_from_another_browser_changes_nothing(app, order):
+    before = snapshot(app)
+    assert ShopClient(app).http.get(f"/checkout/cancel?order={order.public_id}").status_code == 404
+    assert snapshot(app) == before
+
+
+def test_home_lists_this_browsers_orders_only(app, shop, order):
+    post_event(app, session_event(order, "checkout.session.completed"))
+    mine = shop.http.get("/").get_data(as_text=True)
+    assert f'data-order-id="{order.public_id}"' in mine
+    assert "2 × Enamel Mug" in mine and "$48.00" in mine and ">Paid<" in mine
+    theirs = ShopClient(app).http.get("/").get_data(as_text=True)
+    assert order.public_id not in theirs
+
+
+def test_unknown_page_is_a_styled_404(client):
+    response = client.get("/nope")
+    assert response.status_code == 404
+    assert "Back to the shop" in response.get_data(as_text=True)
