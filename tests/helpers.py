@@ -165,3 +165,9 @@ def record_stripe_calls(app: Flask, failures: list[str] | None = None) -> Record
     recorder = RecordingHTTPClient(app.extensions["stripe_http_client"], failures)
     app.extensions["stripe_http_client"] = recorder
     return recorder
+
+
+def pay(shop: ShopClient, checkout_url: str, card: str = "4242 4242 4242 4242", method: str = "card"):
+    """Fill in the emulator's hosted checkout page as a shopper would."""
+    form = {"email": "shopper@example.com", "method": method, "card": card, "expiry": "12 / 34", "cvc": "123"}
+    return shop.http.post(path_of(checkout_url), data=form)
