@@ -14,7 +14,10 @@ from .recovery import sync_with_stripe
 
 
 def seed_products() -> int:
-    """Insert or update the catalogue's products by slug. Returns how many rows changed."""
+    """Insert or update the catalogue's products by slug, keeping live stock levels.
+
+    Returns how many rows changed.
+    """
     changed = 0
     for row in CATALOG:
         product = db.session.scalar(select(Product).where(Product.slug == row["slug"]))
@@ -23,7 +26,7 @@ def seed_products() -> int:
             changed += 1
             continue
         for key, value in row.items():
-            if getattr(product, key) != value:
+            if key != "stock" and getattr(product, key) != value:
                 setattr(product, key, value)
                 changed += 1
     db.session.commit()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -15,6 +15,7 @@ def utcnow() -> datetime:
 
 class Product(db.Model):
     __tablename__ = "products"
+    __table_args__ = (CheckConstraint("stock >= 0", name="stock_not_negative"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
@@ -24,6 +25,12 @@ class Product(db.Model):
     unit_amount: Mapped[int] = mapped_column(Integer)  # minor units of the shop currency
     position: Mapped[int] = mapped_column(Integer, default=0)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Units still available: open orders hold theirs until paid (kept) or expired/failed (returned).
+    stock: Mapped[int] = mapped_column(Integer, default=0)
+
+    @property
+    def max_quantity(self) -> int:
+        return max(0, min(self.stock, 10))
 
 
 class Order(db.Model):

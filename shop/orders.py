@@ -10,6 +10,9 @@ Each transition is one conditional UPDATE (`... WHERE status IN (allowed sources
 concurrent or repeated deliveries apply it at most once, and nothing moves a paid order
 backwards. A verified payment is never dropped: `paid` is also reachable from `failed`
 and `expired`, because money that Stripe says it took must show on the order.
+
+Stock: placing an order reserves its units (a conditional UPDATE, so concurrent shoppers
+can't oversell); entering `failed` or `expired` returns them; `paid` keeps them.
 """
 from __future__ import annotations
 
@@ -54,6 +57,8 @@ ALLOWED_SOURCES: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 PAID_STATES = frozenset({S.PAID, S.PARTIALLY_REFUNDED, S.REFUNDED})
 OPEN_STATES = frozenset({S.PENDING, S.AWAITING_PAYMENT, S.PROCESSING})
+# Orders in these states hold their units of stock.
+HOLDS_STOCK = OPEN_STATES | PAID_STATES
 
 SESSION_COMPLETED = "checkout.session.completed"
 SESSION_ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
@@ -65,6 +70,10 @@ SESSION_EVENTS = frozenset({SESSION_COMPLETED, SESSION_ASYNC_SUCCEEDED, SESSION_
 
 class CheckoutTokenConflict(Exception):
     """The checkout token was already used for a different cart or by another browser."""
+
+
+class OutOfStock(Exception):
+    """Not enough units left for the cart; the message is for the shopper."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,8 @@ def place_order(
         )
         try:
             with db.session.begin_nested():
+                for line in sorted(lines, key=lambda line: line.product.id):  # one lock order: no deadlocks
+                    _reserve(line.product, line.quantity)
                 db.session.add(order)
             return order, True
         except IntegrityError:
@@ -126,23 +137,75 @@ def place_order(
     return existing, False
 
 
+def _reserve(product: Product, quantity: int) -> None:
+    taken = db.session.execute(
+        update(Product)
+        .where(Product.id == product.id, Product.stock >= quantity)
+        .values(stock=Product.stock - quantity)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not taken:
+        db.session.expire(product)
+        left = product.stock
+        raise OutOfStock(
+            f"Sorry, {product.name} is sold out." if left == 0 else f"Sorry, only {left} {product.name} left."
+        )
+
+
+def _return_stock(order: Order) -> None:
+    for item in sorted(order.items, key=lambda item: item.product_id):
+        db.session.execute(
+            update(Product)
+            .where(Product.id == item.product_id)
+            .values(stock=Product.stock + item.quantity)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def _cart_of(order: Order) -> dict[int, int]:
     return {item.product_id: item.quantity for item in order.items}
 
 
 def _transition(order: Order, target: OrderStatus, **values: Any) -> bool:
-    """Move the order to `target` if its current state allows it. True if this call moved it."""
+    """Move the order to `target` if its current state allows it. True if this call moved it.
+
+    Stock follows the move: units go back when an order stops holding them, and are taken
+    again when a released order turns out to be paid after all.
+    """
+    moved = _move(order, target, ALLOWED_SOURCES[target] & HOLDS_STOCK, values)
+    if moved and target not in HOLDS_STOCK:
+        _return_stock(order)
+    elif not moved and target in HOLDS_STOCK:
+        moved = _move(order, target, ALLOWED_SOURCES[target] - HOLDS_STOCK, values)
+        if moved:
+            _take_stock_again(order)
+    return moved
+
+
+def _move(order: Order, target: OrderStatus, sources: frozenset[OrderStatus], values: dict[str, Any]) -> bool:
+    if not sources:
+        return False
     result = db.session.execute(
         update(Order)
-        .where(Order.id == order.id, Order.status.in_(ALLOWED_SOURCES[target]))
+        .where(Order.id == order.id, Order.status.in_(sources))
         .values(status=target, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
     db.session.expire(order)
-    moved = result.rowcount == 1
-    if moved:
+    if result.rowcount == 1:
         log.info("order %s -> %s", order.public_id, target)
-    return moved
+        return True
+    return False
+
+
+def _take_stock_again(order: Order) -> None:
+    """A released order was paid anyway: take its units back, or flag it if they're gone."""
+    try:
+        with db.session.begin_nested():
+            for item in sorted(order.items, key=lambda item: item.product_id):
+                _reserve(db.session.get(Product, item.product_id), item.quantity)
+    except OutOfStock as exc:
+        _flag_for_review(order, f"paid after its stock was released, and stock ran short: {exc}")
 
 
 def record_checkout_session(order: Order, session_id: str, url: str) -> None:
@@ -158,15 +221,11 @@ def mark_checkout_failed(order: Order) -> None:
 def expire_stale_pending(older_than: timedelta, now: datetime | None = None) -> int:
     """Expire orders stuck in `pending` (the process died before a session existed)."""
     cutoff = (now or utcnow()) - older_than
-    result = db.session.execute(
-        update(Order)
-        .where(Order.status == S.PENDING, Order.created_at < cutoff)
-        .values(status=S.EXPIRED, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount:
-        log.warning("expired %d stale pending order(s)", result.rowcount)
-    return result.rowcount
+    stale = db.session.scalars(select(Order).where(Order.status == S.PENDING, Order.created_at < cutoff)).all()
+    expired = sum(_transition(order, S.EXPIRED) for order in stale)
+    if expired:
+        log.warning("expired %d stale pending order(s)", expired)
+    return expired
 
 
 def _flag_for_review(order: Order, reason: str) -> Outcome:

@@ -56,6 +56,8 @@ def upgrade():
     sa.Column('unit_amount', sa.Integer(), nullable=False),
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('stock', sa.Integer(), nullable=False),
+    sa.CheckConstraint('stock >= 0', name=op.f('ck_products_stock_not_negative')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_products')),
     sa.UniqueConstraint('slug', name=op.f('uq_products_slug'))
     )

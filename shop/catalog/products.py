@@ -1,4 +1,7 @@
-"""The three products the shop sells. The migration and `flask seed` load these rows."""
+"""The three products the shop sells. The migration and `flask seed` load these rows.
+
+`stock` is the opening stock: `flask seed` sets it for new products only, never resets it.
+"""
 
 CATALOG: list[dict] = [
     {
@@ -9,6 +12,7 @@ CATALOG: list[dict] = [
         "unit_amount": 1800,
         "position": 1,
         "active": True,
+        "stock": 100,
     },
     {
         "slug": "enamel-mug",
@@ -18,6 +22,7 @@ CATALOG: list[dict] = [
         "unit_amount": 2400,
         "position": 2,
         "active": True,
+        "stock": 100,
     },
     {
         "slug": "canvas-tote",
@@ -27,5 +32,6 @@ CATALOG: list[dict] = [
         "unit_amount": 3200,
         "position": 3,
         "active": True,
+        "stock": 100,
     },
 ]

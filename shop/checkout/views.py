@@ -9,7 +9,7 @@ from .. import stripe_gateway
 from ..catalog.queries import active_products
 from ..extensions import db
 from ..models import Order
-from ..orders import PAID_STATES, CheckoutTokenConflict, OrderStatus
+from ..orders import PAID_STATES, CheckoutTokenConflict, OrderStatus, OutOfStock
 from ..shoppers import current_shopper_id
 from . import bp
 from .cart import InvalidCart, cart_from, checkout_token_from
@@ -28,6 +28,9 @@ def create():
         return render_template("error.html", title="We couldn't start your checkout", message=str(exc)), 400
     try:
         order = start_checkout(current_shopper_id(create=True), token, lines)
+    except OutOfStock as exc:
+        message = f"{exc} Nothing was charged. Please adjust your order and try again."
+        return render_template("error.html", title="Not enough stock", message=message), 409
     except CheckoutTokenConflict:
         message = "This checkout form was already used for another order. Reload the shop and try again."
         return render_template("error.html", title="Form already used", message=message), 409

@@ -14,8 +14,9 @@
 
   function clamp(input) {
     var value = Math.floor(Number(input.value));
+    var max = Number(input.max);
     if (!isFinite(value) || value < 0) value = 0;
-    if (value > 10) value = 10;
+    if (value > max) value = max;
     return value;
   }
 
@@ -34,7 +35,8 @@
   form.querySelectorAll("button.step").forEach(function (button) {
     button.addEventListener("click", function () {
       var input = document.getElementById(button.dataset.target);
-      input.value = Math.min(10, Math.max(0, clamp(input) + Number(button.dataset.step)));
+      if (input.disabled) return;
+      input.value = Math.min(Number(input.max), Math.max(0, clamp(input) + Number(button.dataset.step)));
       updateTotal();
     });
   });
