@@ -1,0 +1,178 @@
+"""Offline Stripe: a stateful emulator of the Stripe Checkout API subset the shop uses.
+
+Loaded only when `STRIPE_OFFLINE` is true (development without keys, and tests). The shop
+talks to it through the official SDK: `init_app` points `STRIPE_API_BASE` at it and installs
+an in-process `stripe.HTTPClient`, so no socket is needed. It serves:
+
+- the API under `/_stripe/v1/...`: Checkout Sessions (create, retrieve, line_items, expire),
+  Events (list, retrieve) and Refunds (create, retrieve), with Stripe's auth, validation
+  errors, `Idempotency-Key` handling, `Request-Id` and `Stripe-Version` headers;
+- the hosted payment page at `/_stripe/pay/<session id>` (the session's `url`), with
+  Stripe's test cards and delayed (bank transfer) payments;
+- signed webhook deliveries of every event, with retries, from a background worker.
+
+All state is in the database (tables `stripe_emulator_*`, on the emulator's own metadata so
+the shop's migrations never see them): gunicorn workers share it and it survives restarts.
+
+Settings (app config first, then the environment):
+
+`STRIPE_EMULATOR_URL`
+    Base URL of the emulated API as the SDK should see it (it appends `/v1/...`).
+    Default `http://127.0.0.1:5000/_stripe`.
+`STRIPE_EMULATOR_WEBHOOK_URL`
+    Where events are POSTed. Default: scheme and host of `STRIPE_EMULATOR_URL` + `/webhooks/stripe`.
+`STRIPE_EMULATOR_DELIVER_IN_PROCESS`
+    Post webhooks into this app's WSGI stack instead of over HTTP. Default: on when testing.
+`STRIPE_EMULATOR_DELAY`
+    Seconds from an event to its first delivery attempt. Default 1 (0 when testing).
+`STRIPE_EMULATOR_ASYNC_DELAY`
+    Seconds before a delayed payment method succeeds or fails. Default 5.
+`STRIPE_EMULATOR_DUPLICATE`
+    Deliver every event twice (to exercise idempotent webhook handling). Default off.
+`STRIPE_EMULATOR_SHUFFLE`
+    Deliver due events in random order. Default off.
+`STRIPE_EMULATOR_DROP`
+    Fraction (0..1) of delivery attempts silently dropped and never retried. Default 0.
+`STRIPE_EMULATOR_WORKER`
+    Run the background worker thread that calls `tick` every half second. Default: on unless testing.
+
+It also fills in `STRIPE_SECRET_KEY` (`sk_test_emulator`) and `STRIPE_WEBHOOK_SECRETS` (derived
+from `SECRET_KEY`, so every worker agrees) when they are empty, and sets the Jinja global
+`stripe_offline` so pages can say that payments are simulated.
+"""
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask
+from sqlalchemy.exc import DatabaseError
+
+from shop.extensions import csrf, db
+
+from . import api, core, pages
+from .core import Settings, Transport
+from .models import Base
+from .transport import InProcessHTTPClient, http_transport, wsgi_transport
+
+__all__ = ["Emulator", "Settings", "Transport", "init_app", "tick"]
+
+logger = logging.getLogger("shop.stripe_emulator")
+
+DEFAULT_URL = "http://127.0.0.1:5000/_stripe"
+WORKER_INTERVAL = 0.5
+_WEBHOOK_SECRET_LABEL = b"shop.stripe_emulator webhook signing secret"
+
+
+class Emulator:
+    """Per-app emulator state: `app.extensions["stripe_emulator"]`.
+
+    Tests may replace `transport`, a callable `(url, body, headers) -> HTTP status` that
+    raises OSError for a connection failure.
+    """
+
+    def __init__(self, settings: Settings, transport: Transport) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.worker: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def start_worker(self, app: Flask) -> None:
+        """Run `tick` every WORKER_INTERVAL seconds in a daemon thread, logging failures."""
+        self.worker = threading.Thread(target=self._work, args=(app,), name="stripe-emulator", daemon=True)
+        self.worker.start()
+
+    def stop_worker(self) -> None:
+        self._stopping.set()
+        if self.worker is not None:
+            self.worker.join()
+
+    def _work(self, app: Flask) -> None:
+        while not self._stopping.wait(WORKER_INTERVAL):
+            try:
+                tick(app)
+            except Exception:
+                logger.exception("Stripe emulator tick failed")
+
+
+def init_app(app: Flask) -> None:
+    """Point the app's Stripe SDK at the emulator and serve it from this app."""
+    url = str(_setting(app, "STRIPE_EMULATOR_URL", "") or DEFAULT_URL).rstrip("/")
+    base = urlsplit(url)
+    app.config["STRIPE_API_BASE"] = url
+    app.extensions["stripe_http_client"] = InProcessHTTPClient(app)
+    if not app.config.get("STRIPE_SECRET_KEY"):
+        app.config["STRIPE_SECRET_KEY"] = "sk_test_emulator"
+    if not app.config.get("STRIPE_WEBHOOK_SECRETS"):
+        key = str(app.config.get("SECRET_KEY") or "").encode()
+        app.config["STRIPE_WEBHOOK_SECRETS"] = ["whsec_" + hmac.new(key, _WEBHOOK_SECRET_LABEL, hashlib.sha256).hexdigest()]
+
+    settings = Settings(
+        webhook_url=str(
+            _setting(app, "STRIPE_EMULATOR_WEBHOOK_URL", "") or f"{base.scheme}://{base.netloc}/webhooks/stripe"
+        ),
+        deliver_in_process=_flag(_setting(app, "STRIPE_EMULATOR_DELIVER_IN_PROCESS", app.testing)),
+        delay=float(_setting(app, "STRIPE_EMULATOR_DELAY", 0 if app.testing else 1)),
+        async_delay=float(_setting(app, "STRIPE_EMULATOR_ASYNC_DELAY", 5)),
+        duplicate=_flag(_setting(app, "STRIPE_EMULATOR_DUPLICATE", False)),
+        shuffle=_flag(_setting(app, "STRIPE_EMULATOR_SHUFFLE", False)),
+        drop=min(max(float(_setting(app, "STRIPE_EMULATOR_DROP", 0)), 0.0), 1.0),
+        webhook_secret=app.config["STRIPE_WEBHOOK_SECRETS"][0],
+    )
+    emulator = Emulator(settings, wsgi_transport(app) if settings.deliver_in_process else http_transport)
+    app.extensions["stripe_emulator"] = emulator
+
+    for blueprint in (api.bp, pages.bp):
+        csrf.exempt(blueprint)
+        app.register_blueprint(blueprint)
+    app.jinja_env.globals["stripe_offline"] = True
+    _create_tables(app)
+
+    if _flag(_setting(app, "STRIPE_EMULATOR_WORKER", not app.testing)):
+        emulator.start_worker(app)
+
+
+def tick(app: Flask, now: float | None = None) -> int:
+    """Settle due delayed payments, expire due sessions and send due webhooks, once.
+
+    `now` (Unix seconds) lets tests jump ahead in time. Returns the number of delivery
+    attempts made. Runs in its own app context, leaving the caller's session untouched.
+    """
+    return contextvars.Context().run(_tick, app, time.time() if now is None else now)
+
+
+def _tick(app: Flask, now: float) -> int:
+    emulator: Emulator = app.extensions["stripe_emulator"]
+    with app.app_context():
+        core.settle_due(emulator.settings, now)
+        core.expire_due(emulator.settings, now)
+        core.prune_idempotency_keys(now)
+        return core.deliver_due(emulator.settings, emulator.transport, now)
+
+
+def _create_tables(app: Flask) -> None:
+    """Create the emulator's tables if missing; a worker racing us to it is fine."""
+    with app.app_context():
+        try:
+            Base.metadata.create_all(db.engine)
+        except DatabaseError:
+            Base.metadata.create_all(db.engine)
+
+
+def _setting(app: Flask, key: str, default: Any) -> Any:
+    if key in app.config:
+        return app.config[key]
+    return os.environ.get(key, default)
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)

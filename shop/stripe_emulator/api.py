@@ -1,0 +1,330 @@
+"""The emulated Stripe v1 API, under `/_stripe/v1` (form-encoded in, Stripe JSON out)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import stripe
+from flask import Blueprint, Response, current_app, g, request, url_for
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from shop.extensions import db
+
+from . import core, objects
+from .core import ApiError
+from .models import Charge, CheckoutSession, Event, IdempotencyKey, Refund
+from .params import (
+    CREATE_REFUND_PARAMS, CREATE_SESSION_PARAMS, LIST_EVENTS_PARAMS, LIST_PARAMS, RETRIEVE_PARAMS,
+    Field, ParamError, parse_form, validate,
+)
+
+bp = Blueprint("stripe_emulator_api", __name__, url_prefix="/_stripe/v1")
+
+Handler = Callable[[], dict[str, Any]]
+
+
+def _settings() -> core.Settings:
+    return current_app.extensions["stripe_emulator"].settings
+
+
+def _json(body: Mapping[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body, indent=2) + "\n", status=status, mimetype="application/json")
+
+
+def _params(fields: Mapping[str, Field]) -> dict[str, Any]:
+    source = request.form if request.method == "POST" else request.args
+    raw = parse_form(source.items(multi=True))
+    if isinstance(raw.get("created"), str):  # `created=<ts>` means exactly that second
+        raw["created"] = {"gte": raw["created"], "lte": raw["created"]}
+    try:
+        return validate(raw, fields)
+    except ParamError as error:
+        raise ApiError.invalid(error) from None
+
+
+def _expand(values: Mapping[str, Any], allowed: frozenset[str]) -> frozenset[str]:
+    for path in values.get("expand", []):
+        if path not in allowed:
+            raise ApiError(400, "invalid_request_error", f"This property cannot be expanded ({path}).", "expand")
+    return frozenset(values.get("expand", []))
+
+
+@bp.before_request
+def _authenticate() -> Response | None:
+    g.stripe_request_id = objects.new_id("req_", 14)
+    auth = request.authorization
+    key = (auth.token if auth.type == "bearer" else auth.username) if auth else None
+    if not key:
+        error = ApiError(
+            401, "invalid_request_error",
+            "You did not provide an API key. You need to provide your API key in the Authorization header, "
+            "using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+        )
+        return _json(error.body, error.status)
+    if not key.startswith("sk_test_"):
+        masked = key[:8] + "*" * max(len(key) - 12, 0) + key[-4:]
+        error = ApiError(401, "invalid_request_error", f"Invalid API Key provided: {masked}")
+        return _json(error.body, error.status)
+    g.stripe_api_key = key
+    g.stripe_idempotency_key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+    return None
+
+
+@bp.after_request
+def _stripe_headers(response: Response) -> Response:
+    response.headers["Request-Id"] = g.get("stripe_request_id") or objects.new_id("req_", 14)
+    response.headers["Stripe-Version"] = request.headers.get("Stripe-Version") or stripe.api_version
+    return response
+
+
+@bp.errorhandler(ApiError)
+def _api_error(error: ApiError) -> Response:
+    db.session.rollback()
+    return _json(error.body, error.status)
+
+
+def _run(handler: Handler) -> Response:
+    """Run a handler in one transaction; Stripe-shaped error responses roll it back."""
+    try:
+        body = handler()
+    except ApiError as error:
+        db.session.rollback()
+        return _json(error.body, error.status)
+    except BaseException:
+        db.session.rollback()
+        raise
+    db.session.commit()
+    return _json(body)
+
+
+def _post(handler: Handler) -> Response:
+    """Run a POST handler honouring `Idempotency-Key` as Stripe does.
+
+    The key row is committed before the work starts, so a concurrent request with the same
+    key finds it (409 while in progress). The result is stored in the same transaction as the
+    work; validation errors (4xx) are not stored, so a corrected retry can reuse the key.
+    """
+    key = g.stripe_idempotency_key
+    if not key:
+        return _run(handler)
+    row_id = hashlib.sha256(f"{g.stripe_api_key}\0{key}".encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        json.dumps([request.path, sorted(request.form.items(multi=True))]).encode()
+    ).hexdigest()
+    db.session.add(
+        IdempotencyKey(id=row_id, fingerprint=fingerprint, created=int(time.time()), request_id=g.stripe_request_id)
+    )
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return _replay(db.session.get(IdempotencyKey, row_id), key, fingerprint)
+    try:
+        body = handler()
+    except ApiError as error:
+        db.session.rollback()
+        _forget_key(row_id)
+        return _json(error.body, error.status)
+    except BaseException:
+        db.session.rollback()
+        _forget_key(row_id)
+        raise
+    response = _json(body)
+    row = db.session.get(IdempotencyKey, row_id)
+    assert row is not None
+    row.status = response.status_code
+    row.body = response.get_data(as_text=True)
+    db.session.commit()
+    return response
+
+
+def _forget_key(row_id: str) -> None:
+    db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == row_id))
+    db.session.commit()
+
+
+def _replay(row: IdempotencyKey | None, key: str, fingerprint: str) -> Response:
+    if row is not None and row.fingerprint != fingerprint:
+        raise ApiError(
+            400, "idempotency_error",
+            "Keys for idempotent requests can only be used with the same parameters they were first used with. "
+            f"Try using a key other than '{key}' if you meant to execute a different request.",
+        )
+    if row is None or row.status is None or row.body is None:
+        raise ApiError(
+            409, "idempotency_error",
+            "There is currently another in-progress request using this Stripe-Idempotency-Key (that probably means "
+            "you submitted twice, and the other request is still going through). Please try again later.",
+        )
+    response = Response(row.body, status=row.status, mimetype="application/json")
+    response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Original-Request"] = row.request_id
+    return response
+
+
+def _session_or_404(session_id: str) -> CheckoutSession:
+    session = core.get_session(session_id, _settings(), time.time())
+    if session is None:
+        raise ApiError.missing("checkout.session", session_id, "session")
+    return session
+
+
+# --- Checkout Sessions -------------------------------------------------------------------------
+
+
+@bp.post("/checkout/sessions")
+def create_checkout_session() -> Response:
+    def handler() -> dict[str, Any]:
+        values = _params(CREATE_SESSION_PARAMS)
+        expand = _expand(values, frozenset({"line_items"}))
+        try:
+            session = core.create_session(
+                values,
+                lambda session_id: url_for("stripe_emulator_pages.pay", session_id=session_id, _external=True),
+                time.time(),
+            )
+        except ParamError as error:
+            raise ApiError.invalid(error) from None
+        return objects.checkout_session(session, expand)
+
+    return _post(handler)
+
+
+@bp.get("/checkout/sessions/<session_id>")
+def retrieve_checkout_session(session_id: str) -> Response:
+    def handler() -> dict[str, Any]:
+        expand = _expand(_params(RETRIEVE_PARAMS), frozenset({"line_items"}))
+        return objects.checkout_session(_session_or_404(session_id), expand)
+
+    return _run(handler)
+
+
+@bp.get("/checkout/sessions/<session_id>/line_items")
+def list_line_items(session_id: str) -> Response:
+    def handler() -> dict[str, Any]:
+        values = _params(LIST_PARAMS)
+        session = _session_or_404(session_id)
+        items = list(session.line_items)
+        ids = [item["id"] for item in items]
+        for name in ("starting_after", "ending_before"):
+            if name in values and values[name] not in ids:
+                raise ApiError.missing("line item", values[name], name)
+        if "starting_after" in values:
+            items = items[ids.index(values["starting_after"]) + 1:]
+        elif "ending_before" in values:
+            items = items[: ids.index(values["ending_before"])]
+        limit = values.get("limit", 10)
+        if "ending_before" in values and "starting_after" not in values:
+            return objects.line_items_list(session, items[-limit:], len(items) > limit)
+        return objects.line_items_list(session, items[:limit], len(items) > limit)
+
+    return _run(handler)
+
+
+@bp.post("/checkout/sessions/<session_id>/expire")
+def expire_checkout_session(session_id: str) -> Response:
+    def handler() -> dict[str, Any]:
+        _params(RETRIEVE_PARAMS)
+        settings = _settings()
+        session = _session_or_404(session_id)
+        if not core.expire_session(
+            session_id, settings, time.time(), g.stripe_request_id, g.stripe_idempotency_key
+        ):
+            raise ApiError(
+                400, "invalid_request_error",
+                f"Only Checkout Sessions with a status in [open] can be expired. This session has a status of "
+                f"{session.status}.",
+            )
+        return objects.checkout_session(db.session.get(CheckoutSession, session_id, populate_existing=True))
+
+    return _post(handler)
+
+
+# --- Events ------------------------------------------------------------------------------------
+
+
+@bp.get("/events")
+def list_events() -> Response:
+    def handler() -> dict[str, Any]:
+        values = _params(LIST_EVENTS_PARAMS)
+        query = select(Event)
+        if "type" in values:
+            pattern = values["type"]
+            query = query.where(
+                Event.type.like(pattern.replace("*", "%")) if "*" in pattern else Event.type == pattern
+            )
+        if "types" in values:
+            query = query.where(Event.type.in_(values["types"]))
+        for op, value in values.get("created", {}).items():
+            column = Event.created
+            query = query.where(
+                {"gt": column > value, "gte": column >= value, "lt": column < value, "lte": column <= value}[op]
+            )
+        limit = values.get("limit", 10)
+        backwards = "ending_before" in values and "starting_after" not in values
+        for name in ("starting_after", "ending_before"):
+            if name in values:
+                anchor = db.session.scalar(select(Event.seq).where(Event.id == values[name]))
+                if anchor is None:
+                    raise ApiError.missing("event", values[name], name)
+                query = query.where(Event.seq < anchor if name == "starting_after" else Event.seq > anchor)
+        order = Event.seq.asc() if backwards else Event.seq.desc()
+        rows = list(db.session.scalars(query.order_by(order).limit(limit + 1)))
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if backwards:
+            rows.reverse()
+        counts = core.pending_webhooks([row.id for row in rows])
+        return objects.list_object([objects.event(row, counts.get(row.id, 0)) for row in rows], "/v1/events", has_more)
+
+    return _run(handler)
+
+
+@bp.get("/events/<event_id>")
+def retrieve_event(event_id: str) -> Response:
+    def handler() -> dict[str, Any]:
+        _params(RETRIEVE_PARAMS)
+        event = db.session.scalar(select(Event).where(Event.id == event_id))
+        if event is None:
+            raise ApiError.missing("event", event_id, "id")
+        return core.event_object(event)
+
+    return _run(handler)
+
+
+# --- Refunds -----------------------------------------------------------------------------------
+
+
+@bp.post("/refunds")
+def create_refund() -> Response:
+    def handler() -> dict[str, Any]:
+        values = _params(CREATE_REFUND_PARAMS)
+        _expand(values, frozenset())
+        return core.create_refund(values, _settings(), time.time(), g.stripe_request_id, g.stripe_idempotency_key)
+
+    return _post(handler)
+
+
+@bp.get("/refunds/<refund_id>")
+def retrieve_refund(refund_id: str) -> Response:
+    def handler() -> dict[str, Any]:
+        _params(RETRIEVE_PARAMS)
+        refund = db.session.get(Refund, refund_id)
+        if refund is None:
+            raise ApiError.missing("refund", refund_id, "id")
+        return objects.refund(refund, db.session.get(Charge, refund.charge_id))
+
+    return _run(handler)
+
+
+@bp.route("/<path:path>", methods=["GET", "POST", "DELETE", "PUT", "PATCH"])
+def unrecognized(path: str) -> Response:
+    raise ApiError(
+        404, "invalid_request_error",
+        f"Unrecognized request URL ({request.method}: /v1/{path}). The Stripe emulator implements only the "
+        "Checkout Sessions, Events and Refunds endpoints the shop uses.",
+    )

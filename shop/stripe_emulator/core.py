@@ -1,0 +1,428 @@
+"""The emulator's state machine: sessions, payments, refunds, events and webhook deliveries.
+
+Every state change is a conditional UPDATE (e.g. status open -> complete) so that several
+gunicorn workers, or two clicks on "Pay", change a row once and emit one event.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+from sqlalchemy import delete, func, select, update
+
+from shop.extensions import db
+
+from . import objects
+from .models import Charge, CheckoutSession, Delivery, Event, IdempotencyKey, Refund
+from .params import ParamError
+
+logger = logging.getLogger("shop.stripe_emulator")
+
+Transport = Callable[[str, bytes, dict[str, str]], int]
+
+MAX_ATTEMPTS = 8
+MAX_BACKOFF = 60.0
+CLAIM_LEASE = 60.0  # a claimed delivery whose worker died is retried after this many seconds
+IDEMPOTENCY_TTL = 24 * 3600
+# Hosted-page payment methods: (Stripe payment method type, delayed, outcome).
+PAYMENT_METHODS = {
+    "card": ("card", False, "succeeded"),
+    "bank_transfer": ("us_bank_account", True, "succeeded"),
+    "bank_transfer_fail": ("us_bank_account", True, "failed"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    webhook_url: str
+    deliver_in_process: bool
+    delay: float
+    async_delay: float
+    duplicate: bool
+    shuffle: bool
+    drop: float
+    webhook_secret: str
+
+
+class ApiError(Exception):
+    """An error response in Stripe's shape: `{"error": {"type", "message", "param", "code"}}`."""
+
+    def __init__(
+        self, status: int, error_type: str, message: str, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = objects.error(error_type, message, param, code)
+
+    @classmethod
+    def invalid(cls, error: ParamError) -> ApiError:
+        return cls(400, "invalid_request_error", error.message, error.param)
+
+    @classmethod
+    def missing(cls, kind: str, object_id: str, param: str) -> ApiError:
+        return cls(404, "invalid_request_error", f"No such {kind}: '{object_id}'", param, "resource_missing")
+
+
+# --- Checkout Sessions -------------------------------------------------------------------------
+
+
+def create_session(values: dict[str, Any], page_url: Callable[[str], str], now: float) -> CheckoutSession:
+    """Check what field validation can't (mode, URLs, currencies, expiry) and store a new session."""
+    if values["mode"] != "payment":
+        raise ParamError("The Stripe emulator supports only `mode=payment`.", "mode")
+    for name in ("success_url", "cancel_url"):
+        if name in values and not re.match(r"^https?://[^\s/]+", values[name]):
+            raise ParamError("Not a valid URL", name)
+    if "customer_email" in values and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", values["customer_email"]):
+        raise ParamError(f"Invalid email address: {values['customer_email']}", "customer_email")
+    items = values.get("line_items")
+    if not items:
+        raise ParamError("You must specify `line_items` in `payment` mode.", "line_items")
+    currency = None
+    line_items = []
+    for index, item in enumerate(items):
+        price = item["price_data"]
+        item_currency = price["currency"].lower()
+        param = f"line_items[{index}][price_data][currency]"
+        if not re.fullmatch(r"[a-z]{3}", item_currency):
+            raise ParamError(f"Invalid currency: {price['currency']}", param)
+        if currency is not None and item_currency != currency:
+            raise ParamError("All line items must have the same currency.", param)
+        currency = item_currency
+        product = price["product_data"]
+        line_items.append(
+            {
+                "id": objects.new_id("li_"),
+                "price_id": objects.new_id("price_"),
+                "product_id": objects.new_id("prod_", 14),
+                "name": product["name"],
+                "description": product.get("description"),
+                "images": product.get("images", []),
+                "unit_amount": price["unit_amount"],
+                "quantity": item["quantity"],
+            }
+        )
+    created = int(now)
+    expires_at = values.get("expires_at", created + 24 * 3600)
+    if expires_at < created + 30 * 60:
+        raise ParamError(
+            "The `expires_at` timestamp must be at least 30 minutes from Checkout Session creation.", "expires_at"
+        )
+    if expires_at > created + 24 * 3600:
+        raise ParamError(
+            "The `expires_at` timestamp must be less than 24 hours from Checkout Session creation.", "expires_at"
+        )
+    session_id = objects.new_id("cs_test_", 58)
+    stored = {key: value for key, value in values.items() if key not in ("line_items", "expand", "expires_at")}
+    session = CheckoutSession(
+        id=session_id,
+        created=created,
+        expires_at=expires_at,
+        status="open",
+        payment_status="unpaid",
+        currency=currency,
+        amount_total=sum(item["unit_amount"] * item["quantity"] for item in line_items),
+        params=stored,
+        line_items=line_items,
+        page_url=page_url(session_id),
+    )
+    db.session.add(session)
+    return session
+
+
+def get_session(session_id: str, settings: Settings, now: float) -> CheckoutSession | None:
+    """Load a session, first expiring it if its `expires_at` has passed (as Stripe's sweeper would)."""
+    session = db.session.get(CheckoutSession, session_id)
+    if session is not None and session.status == "open" and session.expires_at <= now:
+        expire_session(session_id, settings, now)
+        session = db.session.get(CheckoutSession, session_id, populate_existing=True)
+    return session
+
+
+def expire_session(
+    session_id: str, settings: Settings, now: float, request_id: str | None = None, idempotency_key: str | None = None
+) -> bool:
+    """open -> expired, emitting `checkout.session.expired`; False if it wasn't open."""
+    changed = _transition(session_id, CheckoutSession.status == "open", status="expired")
+    if changed:
+        session = db.session.get(CheckoutSession, session_id, populate_existing=True)
+        emit(settings, "checkout.session.expired", objects.checkout_session(session), now, request_id, idempotency_key)
+    return changed
+
+
+def pay(session_id: str, email: str, method: str, settings: Settings, now: float) -> bool:
+    """open -> complete from the hosted page; False if the session was no longer open."""
+    payment_type, delayed, outcome = PAYMENT_METHODS[method]
+    changed = _transition(
+        session_id,
+        (CheckoutSession.status == "open") & (CheckoutSession.expires_at > now),
+        status="complete",
+        payment_status="unpaid" if delayed else "paid",
+        payment_intent=objects.new_id("pi_"),
+        customer_details=objects.customer_details(email),
+        settle_at=now + settings.async_delay if delayed else None,
+        settle_outcome=outcome if delayed else None,
+    )
+    if changed:
+        session = db.session.get(CheckoutSession, session_id, populate_existing=True)
+        if not delayed:
+            _charge(session, payment_type, now)
+        emit(settings, "checkout.session.completed", objects.checkout_session(session), now)
+    return changed
+
+
+def settle_due(settings: Settings, now: float) -> None:
+    """Settle delayed payments whose time has come: paid + async_payment_succeeded, or _failed."""
+    due = db.session.execute(
+        select(CheckoutSession.id, CheckoutSession.settle_outcome).where(CheckoutSession.settle_at <= now)
+    ).all()
+    db.session.commit()
+    for session_id, outcome in due:
+        succeeded = outcome == "succeeded"
+        changes: dict[str, Any] = {"settle_at": None, "settle_outcome": None}
+        if succeeded:
+            changes["payment_status"] = "paid"
+        if _transition(session_id, CheckoutSession.settle_at.is_not(None), **changes):
+            session = db.session.get(CheckoutSession, session_id, populate_existing=True)
+            if succeeded:
+                _charge(session, "us_bank_account", now)
+            kind = "succeeded" if succeeded else "failed"
+            emit(settings, f"checkout.session.async_payment_{kind}", objects.checkout_session(session), now)
+        db.session.commit()
+
+
+def expire_due(settings: Settings, now: float) -> None:
+    """Expire open sessions whose `expires_at` has passed."""
+    due = db.session.scalars(
+        select(CheckoutSession.id).where(CheckoutSession.status == "open", CheckoutSession.expires_at <= now)
+    ).all()
+    db.session.commit()
+    for session_id in due:
+        expire_session(session_id, settings, now)
+        db.session.commit()
+
+
+def _transition(session_id: str, condition: Any, **values: Any) -> bool:
+    result = db.session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.id == session_id, condition)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _charge(session: CheckoutSession, payment_type: str, now: float) -> None:
+    assert session.payment_intent and session.customer_details
+    db.session.add(
+        Charge(
+            id=objects.new_id("ch_"),
+            payment_intent=session.payment_intent,
+            session_id=session.id,
+            amount=session.amount_total,
+            amount_refunded=0,
+            currency=session.currency,
+            created=int(now),
+            payment_method_type=payment_type,
+            email=session.customer_details["email"],
+        )
+    )
+
+
+# --- Refunds -----------------------------------------------------------------------------------
+
+
+def create_refund(
+    values: dict[str, Any], settings: Settings, now: float, request_id: str, idempotency_key: str | None
+) -> dict[str, Any]:
+    """Refund (part of) a paid session's charge and emit `charge.refunded`; returns the refund."""
+    payment_intent = values["payment_intent"]
+    charge = db.session.scalar(select(Charge).where(Charge.payment_intent == payment_intent))
+    if charge is None:
+        if db.session.scalar(select(CheckoutSession.id).where(CheckoutSession.payment_intent == payment_intent)):
+            raise ApiError(
+                400, "invalid_request_error",
+                f"This PaymentIntent ({payment_intent}) does not have a successful charge to refund.",
+                "payment_intent",
+            )
+        raise ApiError.missing("payment_intent", payment_intent, "payment_intent")
+    remaining = charge.amount - charge.amount_refunded
+    if remaining <= 0:
+        raise ApiError(400, "invalid_request_error", f"Charge {charge.id} has already been refunded.",
+                       code="charge_already_refunded")
+    amount = values.get("amount", remaining)
+    refunded = db.session.execute(
+        update(Charge)
+        .where(Charge.id == charge.id, Charge.amount_refunded + amount <= Charge.amount)
+        .values(amount_refunded=Charge.amount_refunded + amount)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+    if not refunded:
+        raise ApiError(
+            400, "invalid_request_error",
+            f"Refund amount ({objects.format_amount(amount, charge.currency)}) is greater than unrefunded amount "
+            f"on charge ({objects.format_amount(remaining, charge.currency)})",
+            "amount",
+        )
+    refund = Refund(
+        id=objects.new_id("re_"), charge_id=charge.id, amount=amount, created=int(now),
+        reason=values.get("reason"), metadata_=values.get("metadata", {}),
+    )
+    db.session.add(refund)
+    db.session.flush()
+    charge = db.session.get(Charge, charge.id, populate_existing=True)
+    emit(settings, "charge.refunded", charge_object(charge), now, request_id, idempotency_key)
+    return objects.refund(refund, charge)
+
+
+def charge_object(charge: Charge) -> dict[str, Any]:
+    refunds = db.session.scalars(
+        select(Refund).where(Refund.charge_id == charge.id).order_by(Refund.created.desc())
+    ).all()
+    return objects.charge(charge, list(refunds))
+
+
+# --- Events and webhook deliveries -------------------------------------------------------------
+
+
+def emit(
+    settings: Settings,
+    event_type: str,
+    data: dict[str, Any],
+    now: float,
+    request_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> Event:
+    """Store an event and queue its webhook delivery (twice with STRIPE_EMULATOR_DUPLICATE)."""
+    event = Event(
+        id=objects.new_id("evt_"),
+        type=event_type,
+        created=int(now),
+        api_version=stripe.api_version,
+        object=data,
+        request_id=request_id,
+        idempotency_key=idempotency_key,
+    )
+    db.session.add(event)
+    db.session.flush()  # deliveries reference it (no relationship() to order the inserts)
+    for _ in range(2 if settings.duplicate else 1):
+        db.session.add(Delivery(event_id=event.id, status="pending", due_at=now + settings.delay, attempts=0))
+    return event
+
+
+def pending_webhooks(event_ids: list[str]) -> dict[str, int]:
+    rows = db.session.execute(
+        select(Delivery.event_id, func.count())
+        .where(Delivery.event_id.in_(event_ids), Delivery.status == "pending")
+        .group_by(Delivery.event_id)
+    ).all()
+    return {event_id: count for event_id, count in rows}
+
+
+def event_object(event: Event) -> dict[str, Any]:
+    return objects.event(event, pending_webhooks([event.id]).get(event.id, 0))
+
+
+def sign(payload: str, secret: str, timestamp: int) -> str:
+    """The `Stripe-Signature` header value, exactly as Stripe computes it."""
+    signature = hmac.new(secret.encode(), f"{timestamp}.{payload}".encode(), hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={signature}"
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before retry number `attempts`: 1, 2, 4, ... capped at MAX_BACKOFF."""
+    return min(2.0 ** (attempts - 1), MAX_BACKOFF)
+
+
+def deliver_due(settings: Settings, transport: Transport, now: float) -> int:
+    """Claim and send due deliveries; returns how many were attempted (dropped ones included)."""
+    due = db.session.execute(
+        select(Delivery.id, Delivery.attempts)
+        .where(Delivery.status == "pending", Delivery.due_at <= now)
+        .order_by(Delivery.due_at, Delivery.id)
+        .limit(100)
+    ).all()
+    db.session.commit()
+    if settings.shuffle:
+        random.shuffle(due)
+    attempted = 0
+    for delivery_id, attempts in due:
+        if _claim(delivery_id, attempts, now):
+            attempted += 1
+            _attempt(delivery_id, attempts + 1, settings, transport, now)
+    return attempted
+
+
+def _claim(delivery_id: int, attempts: int, now: float) -> bool:
+    """Compare-and-set on `attempts`, so each attempt is made by exactly one worker."""
+    claimed = db.session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.status == "pending",
+            Delivery.attempts == attempts,
+            Delivery.due_at <= now,
+        )
+        .values(attempts=attempts + 1, due_at=now + CLAIM_LEASE)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+    db.session.commit()
+    return claimed
+
+
+def _attempt(delivery_id: int, attempt: int, settings: Settings, transport: Transport, now: float) -> None:
+    delivery = db.session.get(Delivery, delivery_id, populate_existing=True)
+    assert delivery is not None
+    if settings.drop and random.random() < settings.drop:
+        _finish(delivery_id, attempt, status="dropped")
+        return
+    event = db.session.execute(select(Event).where(Event.id == delivery.event_id)).scalar_one()
+    payload = json.dumps(event_object(event), indent=2)
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+        # Signed with the wall clock even when a test jumps `now`, as the receiver checks tolerance.
+        "Stripe-Signature": sign(payload, settings.webhook_secret, int(time.time())),
+    }
+    db.session.commit()  # hold no transaction while the receiver runs
+    status: int | None = None
+    error: str | None = None
+    try:
+        status = transport(settings.webhook_url, payload.encode(), headers)
+    except OSError as exc:
+        error = f"connection error: {exc}"
+    except Exception as exc:  # the receiver crashed in-process: a 500 as far as Stripe knows
+        logger.exception("Webhook receiver raised while handling %s", delivery.event_id)
+        error = f"receiver raised: {exc!r}"
+    if status is not None and 200 <= status < 300:
+        _finish(delivery_id, attempt, status="delivered", last_status=status, last_error=None)
+    elif attempt >= MAX_ATTEMPTS:
+        logger.warning("Giving up on webhook %s after %d attempts (%s)", delivery.event_id, attempt, error or status)
+        _finish(delivery_id, attempt, status="failed", last_status=status, last_error=error)
+    else:
+        _finish(delivery_id, attempt, due_at=now + backoff(attempt), last_status=status, last_error=error)
+
+
+def _finish(delivery_id: int, attempt: int, **values: Any) -> None:
+    db.session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.attempts == attempt)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def prune_idempotency_keys(now: float) -> None:
+    """Stripe keeps idempotency keys for 24 hours."""
+    db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created < now - IDEMPOTENCY_TTL))
+    db.session.commit()

@@ -1,0 +1,105 @@
+"""The hosted Checkout page (`session.url`): a local, test-mode stand-in for checkout.stripe.com."""
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+
+from flask import Blueprint, current_app, redirect, render_template, request
+from werkzeug.wrappers import Response
+
+from shop.extensions import db
+
+from . import core, objects
+from .models import CheckoutSession
+
+bp = Blueprint("stripe_emulator_pages", __name__, url_prefix="/_stripe", template_folder="templates")
+
+# Stripe's test cards and what they do.
+TEST_CARDS = {
+    "4242424242424242": None,
+    "4000000000000002": "Your card was declined.",
+    "4000000000009995": "Your card has insufficient funds.",
+}
+METHOD_LABELS = {
+    "card": "Card",
+    "bank_transfer": "Bank transfer (delayed)",
+    "bank_transfer_fail": "Bank transfer (delayed, will fail)",
+}
+
+
+def _render(session: CheckoutSession, status: int = 200, **context: object) -> Response:
+    items = [
+        {**item, "amount": objects.format_amount(item["unit_amount"] * item["quantity"], session.currency)}
+        for item in session.line_items
+    ]
+    html = render_template(
+        "stripe_emulator/pay.html",
+        session=session,
+        items=items,
+        total=objects.format_amount(session.amount_total, session.currency),
+        methods=METHOD_LABELS,
+        success_url=session.params["success_url"].replace("{CHECKOUT_SESSION_ID}", session.id),
+        **context,
+    )
+    return Response(html, status=status, mimetype="text/html")
+
+
+@bp.route("/pay/<session_id>", methods=["GET", "POST"])
+def pay(session_id: str) -> Response:
+    settings = current_app.extensions["stripe_emulator"].settings
+    now = time.time()
+    session = core.get_session(session_id, settings, now)
+    db.session.commit()
+    if session is None:
+        return Response(render_template("stripe_emulator/pay.html", session=None), status=404, mimetype="text/html")
+    if session.status != "open":
+        return _render(session, 409 if request.method == "POST" else 200)
+    if request.method == "GET":
+        return _render(session, form={"email": session.params.get("customer_email", ""), "method": "card"})
+
+    form = {name: request.form.get(name, "").strip() for name in ("email", "card", "expiry", "cvc", "method")}
+    errors = _field_errors(form, now)
+    if errors:
+        return _render(session, 422, form=form, errors=errors)
+    if form["method"] == "card":
+        decline = TEST_CARDS[re.sub(r"[\s-]", "", form["card"])]
+        if decline:
+            return _render(session, 402, form=form, errors={}, decline=decline)
+    if not core.pay(session_id, form["email"], form["method"], settings, now):
+        db.session.rollback()
+        session = db.session.get(CheckoutSession, session_id, populate_existing=True)
+        return _render(session, 409)
+    db.session.commit()
+    success_url = session.params["success_url"].replace("{CHECKOUT_SESSION_ID}", session_id)
+    return redirect(success_url, code=303)
+
+
+def _field_errors(form: dict[str, str], now: float) -> dict[str, str]:
+    """Per-field messages, as Checkout shows them under each input."""
+    errors: dict[str, str] = {}
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", form["email"]):
+        errors["email"] = "Enter a valid email address." if form["email"] else "Enter your email address."
+    if form["method"] not in METHOD_LABELS:
+        errors["method"] = "Choose a payment method."
+    if form["method"] != "card":
+        return errors
+    number = re.sub(r"[\s-]", "", form["card"])
+    if not number:
+        errors["card"] = "Enter your card number."
+    elif number not in TEST_CARDS:
+        errors["card"] = "Your card number is incorrect."
+    expiry = re.fullmatch(r"(\d{1,2})\s*/\s*(\d{2})", form["expiry"])
+    if not form["expiry"]:
+        errors["expiry"] = "Enter your card's expiration date."
+    elif not expiry or not 1 <= int(expiry.group(1)) <= 12:
+        errors["expiry"] = "Your card's expiration date is incomplete."
+    else:
+        today = datetime.fromtimestamp(now, timezone.utc)
+        if (2000 + int(expiry.group(2)), int(expiry.group(1))) < (today.year, today.month):
+            errors["expiry"] = "Your card's expiration year is in the past."
+    if not form["cvc"]:
+        errors["cvc"] = "Enter your card's security code."
+    elif not re.fullmatch(r"\d{3,4}", form["cvc"]):
+        errors["cvc"] = "Your card's security code is incomplete."
+    return errors

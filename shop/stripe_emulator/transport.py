@@ -1,0 +1,88 @@
+"""Talking to the app without a socket: the SDK's HTTP client and the webhook transports.
+
+In-process requests run in a fresh `contextvars.Context`, so the inner request gets its own
+Flask app context and SQLAlchemy session instead of sharing (and committing) the caller's.
+"""
+from __future__ import annotations
+
+import contextvars
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+import stripe
+from flask import Flask
+from requests.structures import CaseInsensitiveDict
+from werkzeug.test import Client, TestResponse
+
+T = TypeVar("T")
+
+
+def _isolated(call: Callable[[], T]) -> T:
+    return contextvars.Context().run(call)
+
+
+def wsgi_request(
+    app: Flask, method: str, url: str, headers: Mapping[str, str], body: bytes | str | None = None
+) -> TestResponse:
+    """Dispatch one request into `app`'s WSGI stack (ProxyFix and all), as if it came over HTTP."""
+    parts = urlsplit(url)
+    return _isolated(
+        lambda: Client(app).open(
+            parts.path,
+            method=method.upper(),
+            base_url=f"{parts.scheme}://{parts.netloc}",
+            query_string=parts.query,
+            headers=dict(headers),
+            data=body,
+        )
+    )
+
+
+class InProcessHTTPClient(stripe.HTTPClient):
+    """A `stripe.HTTPClient` that serves the SDK's requests from the emulator in the same app."""
+
+    name = "stripe_emulator_in_process"
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__()
+        self._app = app
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
+        response = wsgi_request(self._app, method, url, headers or {}, post_data)
+        return response.get_data(as_text=True), response.status_code, CaseInsensitiveDict(response.headers.items())
+
+    def request_stream(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise NotImplementedError("The Stripe emulator does not stream responses.")
+
+    def close(self) -> None:
+        """Nothing to release: no sockets are opened."""
+
+
+def wsgi_transport(app: Flask) -> Callable[[str, bytes, dict[str, str]], int]:
+    """Deliver webhooks by POSTing into the same app's WSGI stack."""
+
+    def send(url: str, body: bytes, headers: dict[str, str]) -> int:
+        return wsgi_request(app, "POST", url, headers, body).status_code
+
+    return send
+
+
+def http_transport(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """Deliver a webhook over HTTP; connection failures raise OSError (URLError)."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code

@@ -1,0 +1,152 @@
+"""Contract tests: every object the emulator returns validates against Stripe's OpenAPI spec,
+and every parameter it accepts exists in the spec's request schema.
+
+The spec lives outside the repo, at ../shared/stripe (see its README.md).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from openapi_schema_validator import OAS30Validator
+
+from shop import stripe_emulator
+from shop.stripe_emulator.params import CREATE_REFUND_PARAMS, CREATE_SESSION_PARAMS, LIST_EVENTS_PARAMS, param_paths
+
+from .conftest import pay, session_params
+
+SPEC_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "stripe"
+FORM = "application/x-www-form-urlencoded"
+
+
+def _allow_nulls(node: Any) -> None:
+    """Stripe marks fields `nullable` without listing null in enum/anyOf (see the spec's README)."""
+    if isinstance(node, dict):
+        if node.get("nullable") is True:
+            if "enum" in node and None not in node["enum"]:
+                node["enum"].append(None)
+            for key in ("anyOf", "oneOf"):
+                if key in node:
+                    node[key].append({"enum": [None]})
+        for value in node.values():
+            _allow_nulls(value)
+    elif isinstance(node, list):
+        for value in node:
+            _allow_nulls(value)
+
+
+@pytest.fixture(scope="session")
+def spec() -> dict[str, Any]:
+    path = SPEC_DIR / "spec3.yaml"
+    if not path.is_file():
+        pytest.skip(f"Stripe spec not found at ../shared/stripe: {path} is missing")
+    with path.open(encoding="utf-8") as handle:
+        loaded = yaml.load(handle, Loader=yaml.CSafeLoader)
+    _allow_nulls(loaded)
+    return loaded
+
+
+def assert_valid(spec: dict[str, Any], schema_name: str, instance: Any) -> None:
+    schema = {**copy.deepcopy(spec["components"]["schemas"][schema_name]), "components": spec["components"]}
+    errors = sorted(OAS30Validator(schema).iter_errors(instance), key=lambda error: list(error.path))
+    assert not errors, "\n".join(f"{list(error.path)}: {error.message[:300]}" for error in errors)
+
+
+def _dict(obj: Any) -> dict[str, Any]:
+    """The JSON as served (the SDK's own objects turn decimal strings into Decimals)."""
+    return json.loads(obj.last_response.body)
+
+
+def _request_schema(spec: dict[str, Any], path: str) -> dict[str, Any]:
+    return spec["paths"][path]["post"]["requestBody"]["content"][FORM]["schema"]
+
+
+def _spec_has(schema: dict[str, Any], names: tuple[str, ...]) -> bool:
+    node = schema
+    for name in names:
+        if node.get("type") == "array":
+            node = node["items"]
+        candidates = [node, *node.get("anyOf", [])]
+        found = next((c["properties"][name] for c in candidates if name in c.get("properties", {})), None)
+        if found is None:
+            return False
+        node = found
+    return True
+
+
+def test_every_accepted_create_param_is_in_the_spec(spec):
+    schema = _request_schema(spec, "/v1/checkout/sessions")
+    missing = [path for path in param_paths(CREATE_SESSION_PARAMS) if not _spec_has(schema, path)]
+    assert missing == []
+
+
+def test_every_accepted_refund_param_is_in_the_spec(spec):
+    schema = _request_schema(spec, "/v1/refunds")
+    assert [path for path in param_paths(CREATE_REFUND_PARAMS) if not _spec_has(schema, path)] == []
+
+
+def test_every_accepted_events_query_param_is_in_the_spec(spec):
+    names = {param["name"] for param in spec["paths"]["/v1/events"]["get"]["parameters"]}
+    assert {path[0] for path in param_paths(LIST_EVENTS_PARAMS)} <= names
+
+
+def test_session_in_every_state(spec, emulator_app, stripe_client, browser, webhooks):
+    sessions = stripe_client.v1.checkout.sessions
+    open_session = sessions.create(params=session_params(customer_email="ada@example.com"))
+    assert_valid(spec, "checkout.session", _dict(open_session))
+    assert_valid(spec, "checkout.session", _dict(sessions.retrieve(open_session.id, params={"expand": ["line_items"]})))
+
+    pay(browser, open_session)
+    assert_valid(spec, "checkout.session", _dict(sessions.retrieve(open_session.id)))
+
+    delayed = sessions.create(params=session_params())
+    pay(browser, delayed, method="bank_transfer")
+    assert_valid(spec, "checkout.session", _dict(sessions.retrieve(delayed.id)))
+    stripe_emulator.tick(emulator_app, now=time.time() + 10)
+
+    assert_valid(spec, "checkout.session", _dict(sessions.expire(sessions.create(params=session_params()).id)))
+
+    items = _dict(stripe_client.v1.checkout.sessions.line_items.list(open_session.id))
+    assert items["object"] == "list"
+    for item in items["data"]:
+        assert_valid(spec, "item", item)
+
+    events = _dict(stripe_client.v1.events.list(params={"limit": 100}))["data"]
+    assert {event["type"] for event in events} == {
+        "checkout.session.completed", "checkout.session.async_payment_succeeded", "checkout.session.expired"
+    }
+    for event in events:
+        assert_valid(spec, "event", event)
+        assert_valid(spec, "checkout.session", event["data"]["object"])
+    assert webhooks.calls
+    for _, body, _ in webhooks.calls:
+        assert_valid(spec, "event", json.loads(body))
+
+
+def test_refund_and_charge(spec, stripe_client, browser):
+    session = stripe_client.v1.checkout.sessions.create(params=session_params())
+    pay(browser, session)
+    payment_intent = stripe_client.v1.checkout.sessions.retrieve(session.id).payment_intent
+    refund = stripe_client.v1.refunds.create(params={"payment_intent": payment_intent, "amount": 100})
+    assert_valid(spec, "refund", _dict(refund))
+    event = _dict(stripe_client.v1.events.list(params={"type": "charge.refunded"}))["data"][0]
+    assert_valid(spec, "event", event)
+    assert_valid(spec, "charge", event["data"]["object"])
+
+
+def test_errors(spec, browser):
+    headers = {"Authorization": "Bearer sk_test_x"}
+    responses = [
+        browser.post("/_stripe/v1/checkout/sessions", data={"mode": "payment"}, headers=headers),
+        browser.get("/_stripe/v1/checkout/sessions/cs_test_missing", headers=headers),
+        browser.get("/_stripe/v1/events", headers={"Authorization": "Bearer sk_live_x"}),
+        browser.get("/_stripe/v1/nothing", headers=headers),
+    ]
+    for response in responses:
+        assert response.status_code >= 400
+        assert_valid(spec, "error", response.json)
