@@ -34,7 +34,8 @@ Settings (app config first, then the environment):
 `STRIPE_EMULATOR_DROP`
     Fraction (0..1) of delivery attempts silently dropped and never retried. Default 0.
 `STRIPE_EMULATOR_WORKER`
-    Run the background worker thread that calls `tick` every half second. Default: on unless testing.
+    Run the background worker thread that calls `tick` every half second, from the process's
+    first request on. Default: on unless testing.
 
 It also fills in `STRIPE_SECRET_KEY` (`sk_test_emulator`) and `STRIPE_WEBHOOK_SECRETS` (derived
 from `SECRET_KEY`, so every worker agrees) when they are empty, and sets the Jinja global
@@ -83,11 +84,14 @@ class Emulator:
         self.transport = transport
         self.worker: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._starting = threading.Lock()
 
     def start_worker(self, app: Flask) -> None:
         """Run `tick` every WORKER_INTERVAL seconds in a daemon thread, logging failures."""
-        self.worker = threading.Thread(target=self._work, args=(app,), name="stripe-emulator", daemon=True)
-        self.worker.start()
+        with self._starting:
+            if self.worker is None:
+                self.worker = threading.Thread(target=self._work, args=(app,), name="stripe-emulator", daemon=True)
+                self.worker.start()
 
     def stop_worker(self) -> None:
         self._stopping.set()
@@ -136,7 +140,12 @@ def init_app(app: Flask) -> None:
     _create_tables(app)
 
     if _flag(_setting(app, "STRIPE_EMULATOR_WORKER", not app.testing)):
-        emulator.start_worker(app)
+        # Started by the first request, so only serving processes deliver webhooks, never a
+        # CLI command such as `flask db upgrade` or `flask stripe sync`.
+        @app.before_request
+        def _start_worker() -> None:
+            if emulator.worker is None:
+                emulator.start_worker(app)
 
 
 def tick(app: Flask, now: float | None = None) -> int:

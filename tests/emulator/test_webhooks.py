@@ -157,10 +157,12 @@ def test_state_survives_a_second_app(database_url, emulator_app, stripe_client):
     assert stripe_client.v1.events.list().data[0].data.object.id == session.id
 
 
-def test_worker_thread_delivers(database_url):
+def test_worker_thread_starts_with_the_first_request_and_delivers(database_url):
     app = make_emulator_app(database_url, STRIPE_EMULATOR_WORKER=True)
     webhooks = app.extensions["stripe_emulator"].transport = Recorder()
     emulator = app.extensions["stripe_emulator"]
+    assert emulator.worker is None  # building the app (e.g. for a CLI command) starts nothing
+    app.test_client().get("/")
     try:
         assert emulator.worker.is_alive()
         _expire_one(sdk_client(app))
