@@ -8,6 +8,7 @@ from sqlalchemy import select
 from .. import stripe_gateway
 from ..catalog.queries import active_products
 from ..extensions import db
+from ..filters import isodate
 from ..models import Order
 from ..orders import PAID_STATES, CheckoutTokenConflict, OrderStatus, OutOfStock
 from ..shoppers import current_shopper_id
@@ -114,7 +115,7 @@ def status(public_id: str):
         response = jsonify(
             status=order.status,
             paid=order.status in PAID_STATES,
-            paid_at=order.paid_at.isoformat() if order.paid_at else None,
+            paid_at=isodate(order.paid_at) if order.paid_at else None,
             amount_total=order.amount_total,
             currency=order.currency,
         )
