@@ -74,7 +74,12 @@ def _spec_has(schema: dict[str, Any], names: tuple[str, ...]) -> bool:
         candidates = [node, *node.get("anyOf", [])]
         found = next((c["properties"][name] for c in candidates if name in c.get("properties", {})), None)
         if found is None:
+            # A free-form map such as metadata: any key is a parameter the spec allows.
+            found = next((c["additionalProperties"] for c in candidates if c.get("additionalProperties")), None)
+        if found is None:
             return False
+        if found is True:
+            found = {}
         node = found
     return True
 
@@ -150,3 +155,21 @@ def test_errors(spec, browser):
     for response in responses:
         assert response.status_code >= 400
         assert_valid(spec, "error", response.json)
+
+
+def test_the_shops_checkout_request_uses_only_spec_parameters(spec, app, shop):
+    """What the shop really sends (recorded on the wire), checked name by name against the spec."""
+    from urllib.parse import parse_qsl
+
+    from tests.helpers import record_stripe_calls
+
+    recorder = record_stripe_calls(app)
+    assert shop.checkout({"field-notebook": 2, "canvas-tote": 1}).status_code == 303
+    [(_, _, _, body)] = recorder.posts_to("/v1/checkout/sessions")
+    schema = _request_schema(spec, "/v1/checkout/sessions")
+    sent = [key for key, _ in parse_qsl(body)]
+    paths = {tuple(part for part in key.replace("]", "").split("[") if not part.isdigit()) for key in sent}
+    assert {"line_items", "price_data", "unit_amount"} <= {name for path in paths for name in path}
+    unknown = sorted(path for path in paths if not _spec_has(schema, path))
+    assert not unknown, f"the shop sends parameters Stripe's spec doesn't define: {unknown}"
+    assert set(schema.get("required", [])) <= {path[0] for path in paths}
