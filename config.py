@@ -53,6 +53,9 @@ class Config:
     ALLOW_LIVE_PAYMENTS = _flag("ALLOW_LIVE_PAYMENTS")
 
     SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "usd").strip().lower()
+    # HTTP basic auth for the operator view at /admin/; it answers 404 unless both are set.
+    ADMIN_USERNAME = os.environ.get("ADMIN_USERNAME") or None
+    ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD") or None
     CHECKOUT_SESSION_MINUTES = 30
     # Orders still pending (no Checkout Session) after this long are expired by the sweep.
     STALE_PENDING_MINUTES = 15
@@ -64,6 +67,11 @@ class Config:
     SESSION_COOKIE_SECURE = True
     PREFERRED_URL_SCHEME = "https"
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session cookie
+    # The cookie is re-sent only when it changes, not on every response (31 days from then).
+    SESSION_REFRESH_EACH_REQUEST = False
+    # The home page may show product details and stock this many seconds old; checkout
+    # always reads (and reserves) live stock.
+    PRODUCT_CACHE_SECONDS = 2.0
 
     # Offline mode: the built-in Stripe emulator stands in for Stripe's API.
     STRIPE_OFFLINE = False
@@ -80,6 +88,7 @@ class DevelopmentConfig(Config):
 class TestingConfig(DevelopmentConfig):
     APP_ENV = "testing"
     TESTING = True
+    PRODUCT_CACHE_SECONDS = 0.0
     SECRET_KEY = "testing-not-secret"
     STRIPE_SECRET_KEY = None
     STRIPE_WEBHOOK_SECRETS: list[str] = []
@@ -117,6 +126,8 @@ def check_production(config: dict) -> None:
         )
     if config.get("DEBUG") or _flag("FLASK_DEBUG"):
         raise ConfigError("Refusing to start in production with DEBUG on.")
+    if config.get("STRIPE_OFFLINE"):
+        raise ConfigError("Refusing to start in production with the offline Stripe emulator (STRIPE_OFFLINE).")
     if str(config["STRIPE_SECRET_KEY"]).startswith(("sk_live_", "rk_live_")) and not config.get("ALLOW_LIVE_PAYMENTS"):
         raise ConfigError(
             "Refusing to start with a live Stripe key: set ALLOW_LIVE_PAYMENTS=1 to take real payments."

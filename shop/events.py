@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -76,20 +76,28 @@ def ingest(event: Mapping[str, Any]) -> IngestResult:
     validate(event)
     insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
     try:
-        db.session.execute(
+        created_row = db.session.execute(
             insert(StripeEvent)
             .values(id=event["id"], type=event["type"], created=event["created"], received_at=utcnow())
             .on_conflict_do_nothing(index_elements=["id"])
-        )
-        row = db.session.scalar(select(StripeEvent).where(StripeEvent.id == event["id"]).with_for_update())
-        assert row is not None
-        if row.processed_at is not None:
-            db.session.commit()
-            return IngestResult(duplicate=True, outcome=row.outcome or "")
+            .returning(StripeEvent.id)
+        ).scalar()
+        if created_row is None:
+            # Seen before: wait for whoever holds the row, then a finished event is a duplicate.
+            seen = db.session.execute(
+                select(StripeEvent.processed_at, StripeEvent.outcome)
+                .where(StripeEvent.id == event["id"])
+                .with_for_update()
+            ).one()
+            if seen.processed_at is not None:
+                db.session.commit()
+                return IngestResult(duplicate=True, outcome=seen.outcome or "")
         outcome = _dispatch(event)
-        row.order_id = outcome.order_id
-        row.processed_at = utcnow()
-        row.outcome = outcome.description[:500]
+        db.session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.id == event["id"])
+            .values(order_id=outcome.order_id, processed_at=utcnow(), outcome=outcome.description[:500])
+        )
         db.session.commit()
     except Exception:
         db.session.rollback()

@@ -185,15 +185,16 @@ def _transition(order: Order, target: OrderStatus, **values: Any) -> bool:
 def _move(order: Order, target: OrderStatus, sources: frozenset[OrderStatus], values: dict[str, Any]) -> bool:
     if not sources:
         return False
+    order_id, public_id = order.id, order.public_id
     result = db.session.execute(
         update(Order)
-        .where(Order.id == order.id, Order.status.in_(sources))
+        .where(Order.id == order_id, Order.status.in_(sources))
         .values(status=target, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
     db.session.expire(order)
     if result.rowcount == 1:
-        log.info("order %s -> %s", order.public_id, target)
+        log.info("order %s -> %s", public_id, target)
         return True
     return False
 
@@ -229,12 +230,13 @@ def expire_stale_pending(older_than: timedelta, now: datetime | None = None) -> 
 
 
 def _flag_for_review(order: Order, reason: str) -> Outcome:
+    order_id = order.id
     log.error("order %s needs review: %s", order.public_id, reason)
     db.session.execute(
-        update(Order).where(Order.id == order.id).values(review_reason=reason[:500], updated_at=utcnow())
+        update(Order).where(Order.id == order_id).values(review_reason=reason[:500], updated_at=utcnow())
     )
     db.session.expire(order)
-    return Outcome(f"flagged for review: {reason}", order.id)
+    return Outcome(f"flagged for review: {reason}", order_id)
 
 
 def _payment_mismatch(order: Order, amount: Any, currency: Any) -> str | None:
@@ -267,9 +269,10 @@ def apply_session_event(event_type: str, session: Mapping[str, Any]) -> Outcome:
     else:
         target, values = S.EXPIRED, {}
 
+    order_id = order.id  # read before the transition expires the instance
     if _transition(order, target, **values):
-        return Outcome(f"order {target}", order.id)
-    return Outcome(f"no change: order already {order.status}", order.id)
+        return Outcome(f"order {target}", order_id)
+    return Outcome(f"no change: order already {order.status}", order_id)
 
 
 def apply_charge_refunded(charge: Mapping[str, Any]) -> Outcome:
@@ -281,10 +284,11 @@ def apply_charge_refunded(charge: Mapping[str, Any]) -> Outcome:
     if not isinstance(refunded, int) or charge.get("currency") != order.currency:
         return _flag_for_review(order, f"refund of {refunded} {charge.get('currency')} does not fit the order")
     target = S.REFUNDED if refunded >= order.amount_total else S.PARTIALLY_REFUNDED
+    order_id = order.id
     result = db.session.execute(
         update(Order)
         .where(
-            Order.id == order.id,
+            Order.id == order_id,
             Order.status.in_(ALLOWED_SOURCES[target]),
             Order.amount_refunded < refunded,
         )
@@ -293,5 +297,5 @@ def apply_charge_refunded(charge: Mapping[str, Any]) -> Outcome:
     )
     db.session.expire(order)
     if result.rowcount == 1:
-        return Outcome(f"order {target} ({refunded})", order.id)
-    return Outcome(f"no change: order already {order.status}", order.id)
+        return Outcome(f"order {target} ({refunded})", order_id)
+    return Outcome(f"no change: order already {order.status}", order_id)

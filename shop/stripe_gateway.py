@@ -35,14 +35,18 @@ class CheckoutSession:
 
 
 def _client() -> stripe.StripeClient:
+    """The app's SDK client, kept so its HTTP connections are reused between requests."""
     config = current_app.config
-    base = config.get("STRIPE_API_BASE")
-    return stripe.StripeClient(
-        config["STRIPE_SECRET_KEY"],
-        base_addresses={"api": base} if base else None,
-        http_client=current_app.extensions.get("stripe_http_client"),
-        max_network_retries=config["STRIPE_MAX_NETWORK_RETRIES"],
-    )
+    http_client = current_app.extensions.get("stripe_http_client")
+    settings = (config["STRIPE_SECRET_KEY"], config.get("STRIPE_API_BASE"), http_client, config["STRIPE_MAX_NETWORK_RETRIES"])
+    cached = current_app.extensions.get("stripe_client")
+    if cached is None or cached[0] != settings:
+        key, base, _, retries = settings
+        client = stripe.StripeClient(
+            key, base_addresses={"api": base} if base else None, http_client=http_client, max_network_retries=retries
+        )
+        cached = current_app.extensions["stripe_client"] = (settings, client)
+    return cached[1]
 
 
 def checkout_session_params(order: Order, success_url: str, cancel_url: str) -> dict[str, Any]:

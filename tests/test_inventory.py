@@ -114,3 +114,22 @@ def test_seed_keeps_live_stock_levels(app):
     with app.app_context():
         seed_products()
     assert stock_of(app, "enamel-mug") == 7
+
+
+def test_checkout_reads_live_stock_while_the_page_shows_cached_stock(database_url):
+    from shop.cli import seed_products
+    from tests.conftest import make_app
+
+    app = make_app(database_url, PRODUCT_CACHE_SECONDS=60)
+    with app.app_context():
+        seed_products()
+    shop = ShopClient(app)
+    fields = shop.form_fields()  # the page (and its product cache) says 100 mugs
+    set_stock(app, "enamel-mug", 0)
+    assert "Sold out" not in shop.http.get("/").get_data(as_text=True)
+    response = shop.checkout({"enamel-mug": 1}, fields=fields)
+    assert response.status_code == 409
+    assert "Enamel Mug is sold out" in response.get_data(as_text=True)
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()

@@ -67,6 +67,7 @@ def test_status_with_the_session_id_works_in_another_browser(app, order):
     [
         "/orders/{public_id}/status",  # another browser, no session id
         "/orders/{public_id}/status?session_id=cs_test_wrong",
+        "/orders/{public_id}/status?session_id=cs_t%C3%A9st",
         "/orders/ord_doesnotexistdoesnotexi/status",
         "/orders/not-an-order/status",
         "/orders/{public_id}%00/status",

@@ -4,7 +4,7 @@ from flask import current_app, make_response, render_template
 
 from ..shoppers import current_shopper_id
 from . import bp
-from .queries import active_products, orders_of
+from .queries import orders_of, product_cards
 
 
 @bp.get("/")
@@ -13,7 +13,7 @@ def index():
     response = make_response(
         render_template(
             "index.html",
-            products=active_products(),
+            products=product_cards(),
             orders=orders_of(shopper_id),
             currency=current_app.config["SHOP_CURRENCY"],
             # One-time token: resubmitting this exact form finds the same order.

@@ -15,6 +15,7 @@ from ..shoppers import current_shopper_id
 from . import bp
 from .cart import InvalidCart, cart_from, checkout_token_from
 from .flow import start_checkout
+from .queries import order_status
 
 SESSION_ID = re.compile(r"cs_[A-Za-z0-9_]{1,250}")
 ORDER_ID = re.compile(r"ord_[A-Za-z0-9_-]{22}")
@@ -100,11 +101,11 @@ def status(public_id: str):
     """How an order stands, for the success page's polling. Owner or session holder only."""
     if not ORDER_ID.fullmatch(public_id):
         abort(404)
-    order = db.session.scalar(select(Order).where(Order.public_id == public_id))
+    order = order_status(public_id)
     session_id = request.args.get("session_id", "")
     allowed = order is not None and (
         order.shopper_id == current_shopper_id()
-        or (order.stripe_session_id is not None and hmac.compare_digest(session_id, order.stripe_session_id))
+        or (order.stripe_session_id is not None and hmac.compare_digest(session_id.encode(), order.stripe_session_id.encode()))
     )
     if not allowed:
         abort(404)
