@@ -1,8 +1,9 @@
 // Success page: poll the order's status (URL given by the server) until it is settled.
+// Without JavaScript the page shows the status it was rendered with and a refresh link.
 (function () {
   "use strict";
   var root = document.querySelector("[data-status-url]");
-  if (!root) return;
+  if (!root || !window.fetch) return;
   var url = root.dataset.statusUrl;
   var labels = {
     pending: "Awaiting payment", awaiting_payment: "Awaiting payment", processing: "Payment processing",
@@ -11,9 +12,10 @@
   };
   var paidStates = ["paid", "partially_refunded", "refunded"];
   var finalStates = paidStates.concat(["failed", "expired"]);
-  var giveUpAfterMs = 120000;
+  var giveUpAfterMs = 120000;   // then say so, and keep checking, slowly
+  var fastForMs = 20000;        // poll every second at first: webhooks usually land by then
   var started = Date.now();
-  var delay = 1000;
+  var timedOut = false;
 
   function show(name) {
     root.querySelectorAll(".state").forEach(function (el) {
@@ -21,36 +23,61 @@
     });
   }
 
-  function render(status) {
+  function showPaidAt(iso) {
+    var box = root.querySelector(".summary-paid");
+    if (!box || !iso) return;
+    var moment = new Date(/[zZ]|[+-]\d\d:\d\d$/.test(iso) ? iso : iso + "Z");
+    if (isNaN(moment.getTime())) return;
+    var time = box.querySelector("time");
+    time.setAttribute("datetime", moment.toISOString());
+    time.textContent = moment.toLocaleString(document.documentElement.lang || "en", {
+      day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short"
+    });
+    box.hidden = false;
+  }
+
+  function render(body) {
+    var status = body.status;
+    var changed = status !== root.dataset.status;
     root.dataset.status = status;
     var badge = root.querySelector(".status-text .badge");
     badge.className = "badge badge-" + status;
     badge.textContent = labels[status] || status;
     if (paidStates.indexOf(status) >= 0) {
       show("paid");
+      showPaidAt(body.paid_at);
       document.title = "Payment received · Fieldwork Supply";
     } else if (status === "failed" || status === "expired") {
       show("failed");
+      document.title = "Payment not completed · Fieldwork Supply";
     } else if (status === "processing") {
       show("processing");
+    } else if (changed && !timedOut) {
+      show("waiting");
     }
   }
 
+  function nextDelay() {
+    var elapsed = Date.now() - started;
+    if (elapsed < fastForMs) return 1000;
+    if (elapsed < giveUpAfterMs) return 3000;
+    return 15000;
+  }
+
   function poll() {
-    fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+    fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-cache" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .catch(function () { return null; })
       .then(function (body) {
-        if (body && body.status) render(body.status);
+        if (body && body.status) render(body);
         if (finalStates.indexOf(root.dataset.status) >= 0) return;
-        if (Date.now() - started > giveUpAfterMs && root.dataset.status !== "processing") {
+        if (!timedOut && Date.now() - started > giveUpAfterMs && root.dataset.status !== "processing") {
+          timedOut = true;
           show("timeout");
-          return;
         }
-        delay = Math.min(delay * 1.5, 8000);
-        window.setTimeout(poll, delay);
+        window.setTimeout(poll, nextDelay());
       });
   }
 
-  if (finalStates.indexOf(root.dataset.status) < 0) window.setTimeout(poll, delay);
+  if (finalStates.indexOf(root.dataset.status) < 0) window.setTimeout(poll, 1000);
 })();
