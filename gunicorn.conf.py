@@ -13,3 +13,8 @@ errorlog = "-"
 # Heroku-style routers terminate TLS; the app's ProxyFix trusts one proxy hop.
 forwarded_allow_ips = "*"
 control_socket_disable = True
+# Production loads the app once in the master, before forking: an unsafe configuration then
+# stops gunicorn with wsgi.py's one-line error instead of crash-looping every worker. (The app
+# opens no connection while it is built.) Development keeps per-worker loading, because the
+# offline Stripe emulator opens the database while the app is built.
+preload_app = os.environ.get("APP_ENV", "production") not in ("development", "testing")

@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import CONFIGS, ConfigError, check_production
 
 from .extensions import csrf, db, migrate
+from .ops import OneLineFormatter
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -46,21 +47,24 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
         stripe_emulator.init_app(app)
 
-    from . import catalog, checkout, cli, errors, filters, webhooks
+    from . import admin, catalog, checkout, cli, errors, filters, ops, security, webhooks
 
     filters.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
     cli.init_app(app)
     app.register_blueprint(catalog.bp)
     app.register_blueprint(checkout.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(admin.bp)
     return app
 
 
 def _configure_logging(app: Flask) -> None:
     """One line per event on stdout, as platforms expect."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("shop")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)

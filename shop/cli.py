@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask
+from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -39,8 +40,9 @@ def init_app(app: Flask) -> None:
         """Create or update the three products (idempotent; the release phase runs it)."""
         click.echo(f"Catalogue seeded ({seed_products()} change(s)).")
 
-    orders_cli = click.Group("orders", help="Inspect orders.")
-    stripe_cli = click.Group("stripe", help="Reconcile with Stripe.")
+    # AppGroup: the commands run in an app context however they are invoked (e.g. test_cli_runner).
+    orders_cli = AppGroup("orders", help="Inspect orders.")
+    stripe_cli = AppGroup("stripe", help="Reconcile with Stripe.")
 
     @orders_cli.command("list")
     @click.option("--status", help="Only orders in this status.")

@@ -1,0 +1,148 @@
+"""Operator pages. Every route here is behind the blueprint's basic auth (see `__init__`)."""
+import csv
+import io
+import logging
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from .. import stripe_gateway
+from ..extensions import db
+from ..filters import isodate
+from ..models import Order, Product, StripeEvent, utcnow
+from ..money import minor_unit_factor
+from ..orders import OrderStatus
+from ..recovery import sync_with_stripe
+from . import bp
+from .queries import PER_PAGE, OrderFilter, parse_page
+
+log = logging.getLogger("shop.admin")
+REFUNDABLE = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED})
+CSV_HEADER = (
+    "order", "created_at", "status", "currency", "amount_total", "amount_refunded", "customer_email",
+    "items", "stripe_session_id", "payment_intent_id", "paid_at", "review_reason",
+)
+
+
+@bp.app_template_filter("from_unix")
+def from_unix(timestamp: int) -> datetime:
+    return datetime.fromtimestamp(timestamp, timezone.utc)
+
+
+@bp.get("/")
+def orders() -> ResponseReturnValue:
+    order_filter = OrderFilter.from_args(request.args)
+    page = parse_page(request.args.get("page", "1"))
+    pagination = db.paginate(order_filter.query(), page=page, per_page=PER_PAGE, error_out=False)
+    return render_template(
+        "admin/orders.html", pagination=pagination, order_filter=order_filter, statuses=list(OrderStatus)
+    )
+
+
+@bp.get("/orders.csv")
+def orders_csv() -> ResponseReturnValue:
+    """The filtered orders (all pages) as a spreadsheet-safe CSV attachment."""
+    order_filter = OrderFilter.from_args(request.args)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_HEADER)
+    for order in db.session.scalars(order_filter.query().execution_options(yield_per=500)):
+        writer.writerow(_csv_row(order))
+    filename = f"orders-{utcnow():%Y%m%d-%H%M%S}.csv"
+    return Response(
+        buffer.getvalue(), mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
+
+
+def _csv_row(order: Order) -> list[str]:
+    items = "; ".join(f"{item.quantity} x {item.product_name}" for item in order.items)
+    cells = [
+        order.public_id,
+        isodate(order.created_at),
+        order.status,
+        order.currency.upper(),
+        _decimal_amount(order.amount_total, order.currency),
+        _decimal_amount(order.amount_refunded, order.currency),
+        order.customer_email or "",
+        items,
+        order.stripe_session_id or "",
+        order.payment_intent_id or "",
+        isodate(order.paid_at) if order.paid_at else "",
+        order.review_reason or "",
+    ]
+    return [_spreadsheet_safe(cell) for cell in cells]
+
+
+def _decimal_amount(amount: int, currency: str) -> str:
+    """Minor units as a plain decimal in major units: 1800 usd → 18.00, 500 jpy → 500."""
+    return str(Decimal(amount).scaleb(-2)) if minor_unit_factor(currency) == 100 else str(amount)
+
+
+def _spreadsheet_safe(cell: str) -> str:
+    """Keep text a spreadsheet would run as a formula (=, +, -, @) from being one."""
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
+@bp.get("/orders/<public_id>")
+def order_detail(public_id: str) -> ResponseReturnValue:
+    order = _order_or_404(public_id)
+    events = db.session.scalars(
+        select(StripeEvent)
+        .where(StripeEvent.order_id == order.id)
+        .order_by(StripeEvent.created.desc(), StripeEvent.received_at.desc())
+    ).all()
+    return render_template("admin/order.html", order=order, events=events, refundable=order.status in REFUNDABLE)
+
+
+@bp.post("/orders/<public_id>/refund")
+def refund(public_id: str) -> ResponseReturnValue:
+    """Ask Stripe to refund what is left. The order changes only when charge.refunded arrives."""
+    order = _order_or_404(public_id)
+    if order.status not in REFUNDABLE or not order.payment_intent_id:
+        abort(409, "Only paid orders can be refunded.")
+    if not request.form.get("confirm"):
+        abort(400, "Tick the box to confirm the refund.")
+    try:
+        stripe_gateway.refund_payment(order.payment_intent_id)
+    except stripe_gateway.PaymentProviderError as exc:
+        log.error("refund of order %s failed: %s", order.public_id, exc)
+        flash(f"Stripe did not accept the refund: {exc}", "error")
+    else:
+        log.info("refund requested for order %s", order.public_id)
+        flash("Refund requested; the order updates when Stripe confirms it.")
+    return redirect(url_for(".order_detail", public_id=order.public_id), code=303)
+
+
+@bp.post("/sync")
+def sync() -> ResponseReturnValue:
+    """Apply Stripe events the webhook missed, and expire stale pending orders."""
+    try:
+        report = sync_with_stripe()
+    except stripe_gateway.PaymentProviderError as exc:
+        db.session.rollback()
+        log.error("sync with Stripe failed: %s", exc)
+        flash(f"Could not sync with Stripe: {exc}", "error")
+    else:
+        flash(
+            f"Synced with Stripe: fetched {report.fetched} event(s), {report.applied} applied, "
+            f"{report.duplicates} already seen, {report.invalid} invalid; "
+            f"{report.stale_expired} stale pending order(s) expired."
+        )
+    return redirect(url_for(".orders"), code=303)
+
+
+@bp.get("/products")
+def products() -> ResponseReturnValue:
+    products = db.session.scalars(select(Product).order_by(Product.position, Product.id)).all()
+    return render_template("admin/products.html", products=products, currency=current_app.config["SHOP_CURRENCY"])
+
+
+def _order_or_404(public_id: str) -> Order:
+    order = db.session.scalar(select(Order).options(selectinload(Order.items)).where(Order.public_id == public_id))
+    if order is None:
+        abort(404, "No order has this id.")
+    return order

@@ -1,0 +1,151 @@
+"""Deploy smoke test: the Procfile's release phase, then gunicorn, as the platform runs them.
+
+Runs once, on a fresh PostgreSQL database reached through a platform-style `postgres://` URL.
+Skips when PostgreSQL is unreachable, except under CI=true, where it fails.
+"""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
+
+from tests.conftest import IN_CI, PG_ADMIN_URL
+from tests.processes import REPO_ROOT, VENV_BIN, app_env, run
+
+pytestmark = pytest.mark.postgres_only
+
+
+def procfile() -> dict[str, str]:
+    lines = (REPO_ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+@pytest.fixture(scope="module")
+def platform_database_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, as a `postgres://` URL; dropped afterwards."""
+    admin_url = make_url(PG_ADMIN_URL)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect():
+            pass
+    except OperationalError as exc:
+        message = f"PostgreSQL is not reachable at {admin_url.render_as_string(hide_password=True)} ({exc.orig})."
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"shop_smoke_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.set(drivername="postgres", database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def production_env(database_url: str, **extra: str) -> dict[str, str]:
+    return app_env(
+        APP_ENV="production",
+        DATABASE_URL=database_url,
+        SECRET_KEY="smoke-test-secret-key-not-for-real-use",
+        STRIPE_SECRET_KEY="sk_test_dummy",
+        STRIPE_WEBHOOK_SECRET="whsec_dummy",
+        **extra,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def wait_until_healthy(server: subprocess.Popen, url: str, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"gunicorn exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            if get(url)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"{url} did not answer 200 within {timeout}s:\n{log.read_text()}")
+
+
+def gunicorn_command() -> list[str]:
+    command = procfile()["web"].split()
+    assert command[0] == "gunicorn"
+    return [str(VENV_BIN / "gunicorn"), *command[1:], "--no-control-socket"]
+
+
+def test_release_phase_then_gunicorn_serve_the_shop(platform_database_url: str, tmp_path: Path) -> None:
+    env = production_env(platform_database_url, PORT=str(free_port()), WEB_CONCURRENCY="2", GUNICORN_THREADS="2")
+
+    release = run(["bash", "-c", procfile()["release"]], env, timeout=120)
+    assert release.returncode == 0, release.stdout + release.stderr
+    assert "Running upgrade" in release.stderr and "Catalogue seeded" in release.stdout
+    again = run(["bash", "-c", procfile()["release"]], env, timeout=120)
+    assert "Catalogue seeded (0 change(s))." in again.stdout, again.stdout + again.stderr
+
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(gunicorn_command(), cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{env['PORT']}"
+    try:
+        wait_until_healthy(server, f"{base}/healthz", log)
+
+        status, headers, body = get(f"{base}/healthz")
+        assert (status, body) == (200, b'{"status":"ok"}\n')
+        assert "Set-Cookie" not in headers
+
+        status, headers, body = get(f"{base}/")
+        assert status == 200
+        assert b"Enamel Mug" in body
+        for response_headers in (headers, get(f"{base}/healthz")[1]):
+            assert "frame-ancestors 'none'" in response_headers["Content-Security-Policy"]
+            assert "script-src 'self';" in response_headers["Content-Security-Policy"]
+            assert response_headers["X-Content-Type-Options"] == "nosniff"
+            assert response_headers["Strict-Transport-Security"].startswith("max-age=")
+        assert "; Secure" in headers["Set-Cookie"] and "; HttpOnly" in headers["Set-Cookie"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            exit_code = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    assert exit_code == 0, log.read_text()
+    output = log.read_text()
+    assert "Traceback" not in output
+    assert '"GET /healthz HTTP/1.1" 200' in output  # access log on stdout
+
+
+def test_gunicorn_refuses_to_start_without_secrets() -> None:
+    env = app_env(APP_ENV="production", PORT=str(free_port()))
+    result = run(gunicorn_command(), env, timeout=60)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Error: Refusing to start in production: missing SECRET_KEY" in output
+    assert "Traceback" not in output
+    assert output.count("Refusing to start") == 1  # stopped once, not a crash-looping worker per attempt

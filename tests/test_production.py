@@ -1,0 +1,185 @@
+"""Production safety: refusing unsafe configurations, security headers, cookies, /healthz."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from config import ConfigError
+from shop import create_app
+from shop.extensions import db
+from tests.processes import VENV_BIN, app_env, run
+
+
+@pytest.fixture(autouse=True)
+def no_debug_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLASK_DEBUG", raising=False)
+
+
+def production_settings(database_url: str = "sqlite:///:memory:", **overrides: Any) -> dict[str, Any]:
+    return {
+        "APP_ENV": "production",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SECRET_KEY": "a-long-random-production-secret",
+        "STRIPE_SECRET_KEY": "sk_test_dummy",
+        "STRIPE_WEBHOOK_SECRETS": ["whsec_dummy"],
+        "DEBUG": False,
+        "ALLOW_LIVE_PAYMENTS": False,
+        **overrides,
+    }
+
+
+def production_app(**overrides: Any) -> Flask:
+    return create_app(production_settings(**overrides))
+
+
+def test_a_complete_production_configuration_starts() -> None:
+    app = production_app()
+    assert app.config["APP_ENV"] == "production" and not app.debug
+    assert not app.config["STRIPE_OFFLINE"]
+
+
+@pytest.mark.parametrize(
+    "setting, value, named",
+    [
+        ("SECRET_KEY", None, "SECRET_KEY"),
+        ("STRIPE_SECRET_KEY", None, "STRIPE_SECRET_KEY"),
+        ("STRIPE_WEBHOOK_SECRETS", [], "STRIPE_WEBHOOK_SECRET"),
+        ("SQLALCHEMY_DATABASE_URI", None, "DATABASE_URL"),
+    ],
+)
+def test_production_refuses_a_missing_secret(setting: str, value: Any, named: str) -> None:
+    with pytest.raises(ConfigError, match=f"Refusing to start in production: missing {named}"):
+        production_app(**{setting: value})
+
+
+def test_production_names_every_missing_secret_at_once() -> None:
+    with pytest.raises(ConfigError) as error:
+        production_app(SECRET_KEY=None, STRIPE_SECRET_KEY=None, STRIPE_WEBHOOK_SECRETS=[])
+    assert "missing SECRET_KEY, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET." in str(error.value)
+
+
+def test_production_refuses_debug() -> None:
+    with pytest.raises(ConfigError, match="DEBUG on"):
+        production_app(DEBUG=True)
+
+
+def test_production_refuses_flask_debug_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    with pytest.raises(ConfigError, match="DEBUG on"):
+        production_app()
+
+
+@pytest.mark.parametrize("key", ["sk_live_abc", "rk_live_abc"])
+def test_production_refuses_a_live_key_unless_allowed(key: str) -> None:
+    with pytest.raises(ConfigError, match="set ALLOW_LIVE_PAYMENTS=1"):
+        production_app(STRIPE_SECRET_KEY=key)
+    assert production_app(STRIPE_SECRET_KEY=key, ALLOW_LIVE_PAYMENTS=True).config["STRIPE_SECRET_KEY"] == key
+
+
+def test_production_refuses_the_offline_emulator() -> None:
+    with pytest.raises(ConfigError, match="offline Stripe emulator"):
+        production_app(STRIPE_OFFLINE=True)
+
+
+def test_an_unknown_app_env_is_refused() -> None:
+    with pytest.raises(ConfigError, match="APP_ENV must be one of"):
+        create_app({"APP_ENV": "prod"})
+
+
+def test_flask_cli_without_secrets_exits_with_one_clear_line() -> None:
+    result = run([str(VENV_BIN / "flask"), "--app", "wsgi", "routes"], app_env(APP_ENV="production"))
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "Error: Refusing to start in production: missing SECRET_KEY, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, "
+        "DATABASE_URL. Set them in the environment (see .env.example), or set APP_ENV=development to run locally."
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_production_never_imports_the_stripe_emulator(tmp_path) -> None:
+    env = app_env(
+        APP_ENV="production",
+        SECRET_KEY="s3cret",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'shop.sqlite'}",
+        STRIPE_SECRET_KEY="sk_test_dummy",
+        STRIPE_WEBHOOK_SECRET="whsec_dummy",
+    )
+    code = (
+        "import sys, wsgi; client = wsgi.app.test_client(); client.get('/healthz'); client.get('/'); "
+        "print(sorted(name for name in sys.modules if name.startswith('shop.')))"
+    )
+    result = run([sys.executable, "-c", code], env)
+    assert result.returncode == 0, result.stderr
+    assert "shop.stripe_gateway" in result.stdout  # the check below looks at the right list
+    assert "shop.stripe_emulator" not in result.stdout
+
+
+# --- Security headers ---------------------------------------------------------------------
+
+
+def test_every_response_carries_the_security_headers(client) -> None:
+    for response in (client.get("/"), client.get("/static/css/shop.css"), client.get("/no-such-page")):
+        headers = response.headers
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+        assert "camera=()" in headers["Permissions-Policy"]
+        assert "Strict-Transport-Security" not in headers  # only production promises HTTPS
+
+
+def test_content_security_policy_allows_no_inline_code(client) -> None:
+    policy = client.get("/").headers["Content-Security-Policy"]
+    directives = dict(directive.split(" ", 1) for directive in policy.split("; "))
+    assert directives["default-src"] == "'self'"
+    assert directives["script-src"] == "'self'"
+    assert directives["style-src"] == "'self'"
+    assert directives["img-src"] == "'self' data:"
+    assert directives["frame-ancestors"] == "'none'"
+    assert directives["base-uri"] == "'self'"
+    assert directives["object-src"] == "'none'"
+    # The 303 after the checkout form may lead to Stripe Checkout or, offline, the emulator.
+    assert directives["form-action"].split() == ["'self'", "https://checkout.stripe.com", "http://127.0.0.1:5000"]
+
+
+def test_shop_pages_have_no_inline_script_or_style(client) -> None:
+    html = client.get("/").get_data(as_text=True)
+    assert "<script>" not in html and "<style" not in html and " style=" not in html
+
+
+def test_production_adds_hsts_and_allows_only_stripe_checkout() -> None:
+    response = production_app().test_client().get("/healthz")
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert "form-action 'self' https://checkout.stripe.com;" in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.sqlite_only
+def test_production_session_cookie_is_secure_httponly_and_lax(database_url: str) -> None:
+    app = production_app(database_url=database_url)
+    response = app.test_client().get("/", base_url="https://shop.example")
+    assert response.status_code == 200
+    cookie = response.headers["Set-Cookie"]
+    assert "; Secure" in cookie and "; HttpOnly" in cookie and "; SameSite=Lax" in cookie
+
+
+# --- /healthz -----------------------------------------------------------------------------
+
+
+def test_healthz_answers_ok_without_a_session_cookie(client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_healthz_answers_503_when_the_database_is_down(tmp_path) -> None:
+    missing = tmp_path / "no-such-dir" / "shop.sqlite"  # SQLite cannot open a file here
+    app = production_app(database_url=f"sqlite:///{missing}")
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json == {"status": "unavailable"}
+    with app.app_context():
+        db.engine.dispose()
