@@ -13,7 +13,7 @@ from .extensions import db
 from .models import Order, StripeEvent, utcnow
 
 log = logging.getLogger("shop.recovery")
-# Without anything to anchor on, look back as far as Stripe keeps retrying a webhook.
+# Always look back at least as far as Stripe keeps retrying a webhook.
 DEFAULT_LOOKBACK = timedelta(days=3)
 # Events created in the same second as the anchor, or slightly out of clock order.
 OVERLAP_SECONDS = 60
@@ -30,19 +30,20 @@ class SyncReport:
 
 
 def sync_window_start() -> int:
-    """Unix time to fetch events from.
+    """Unix time to fetch events from: the earliest of three anchors.
 
-    The newest processed event alone is not enough: a dropped delivery can be older than
-    one that arrived. Every event of a still-open order is newer than the order, so the
-    oldest open order bounds what can be missing.
+    A dropped delivery can be older than one that arrived, and can concern an order that is
+    no longer open (the refund of a paid order), so always look back DEFAULT_LOOKBACK; and
+    further when the newest processed event (everything after it is unseen) or the oldest
+    open order (every event of it is newer than it) is older still.
     """
     newest_event = db.session.scalar(select(func.max(StripeEvent.created)).where(StripeEvent.processed_at.is_not(None)))
     oldest_open = db.session.scalar(select(func.min(Order.created_at)).where(Order.status.in_(orders.OPEN_STATES)))
-    anchors = [newest_event] if newest_event else []
+    anchors = [int((utcnow() - DEFAULT_LOOKBACK).timestamp())]
+    if newest_event:
+        anchors.append(newest_event)
     if oldest_open is not None:
         anchors.append(int(oldest_open.timestamp()))
-    if not anchors:
-        return int((utcnow() - DEFAULT_LOOKBACK).timestamp())
     return min(anchors) - OVERLAP_SECONDS
 
 

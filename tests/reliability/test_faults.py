@@ -1,0 +1,176 @@
+"""Faults while paying: Stripe unreachable or slow, lost answers, a failing database, a crash."""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import stripe
+import stripe._http_client
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from shop import orders, stripe_emulator, stripe_gateway
+from shop.extensions import db
+from shop.models import Order, StripeEvent
+from shop.stripe_emulator.models import CheckoutSession, Delivery
+from tests.helpers import (
+    RecordingHTTPClient,
+    count,
+    get_order,
+    latest_order,
+    pay,
+    record_stripe_calls,
+)
+from tests.reliability.conftest import run_sync
+
+
+def emulator_session_ids(app: Flask) -> list[str]:
+    """Every Checkout Session the (emulated) Stripe account holds."""
+    with app.app_context():
+        return list(db.session.scalars(select(CheckoutSession.id)))
+
+
+def idempotency_keys(recorder: RecordingHTTPClient) -> list[str]:
+    return [headers["Idempotency-Key"] for _, _, headers, _ in recorder.posts_to("/v1/checkout/sessions")]
+
+
+def assert_pays_normally(app: Flask, shop, order: Order) -> None:
+    assert pay(shop, order.checkout_url).status_code == 303
+    stripe_emulator.tick(app)
+    assert get_order(app, order.public_id).status == "paid"
+
+
+@pytest.fixture
+def retrying_app(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Flask:
+    """The SDK retries as in production (2 retries), without the backoff sleeps."""
+    app.config["STRIPE_MAX_NETWORK_RETRIES"] = 2
+    monkeypatch.setattr(stripe._http_client.HTTPClient, "_sleep_time_seconds", lambda self, num_retries: 0)
+    return app
+
+
+@pytest.mark.parametrize("failures", [["timeout", "timeout"], ["refused", "500"], ["503", "timeout"]])
+def test_retried_checkout_reuses_its_idempotency_key_and_makes_one_session(retrying_app, shop, failures):
+    app = retrying_app
+    recorder = record_stripe_calls(app, failures)
+
+    order = shop.start({"enamel-mug": 2})
+
+    assert idempotency_keys(recorder) == [f"checkout-session-{order.public_id}"] * 3
+    assert order.status == "awaiting_payment"
+    assert emulator_session_ids(app) == [order.stripe_session_id]
+    assert count(app, Order) == 1
+    assert_pays_normally(app, shop, order)
+
+
+class AnswerLostOnce(RecordingHTTPClient):
+    """The first request reaches Stripe and is carried out, but its answer never comes back."""
+
+    def __init__(self, inner: stripe.HTTPClient) -> None:
+        super().__init__(inner)
+        self.answers: list[tuple[str, int, Any]] = []
+
+    def request(self, method, url, headers, post_data=None, *, _usage=None):
+        answer = super().request(method, url, headers, post_data)
+        self.answers.append(answer)
+        if len(self.answers) == 1:
+            raise stripe.APIConnectionError("simulated read timeout after the request was sent", should_retry=True)
+        return answer
+
+
+def test_lost_answer_is_retried_into_the_same_session(retrying_app, shop):
+    app = retrying_app
+    recorder = AnswerLostOnce(app.extensions["stripe_http_client"])
+    app.extensions["stripe_http_client"] = recorder
+
+    order = shop.start({"field-notebook": 1})
+
+    assert idempotency_keys(recorder) == [f"checkout-session-{order.public_id}"] * 2
+    _, _, replay_headers = recorder.answers[1]
+    assert replay_headers.get("Idempotent-Replayed") == "true"
+    assert emulator_session_ids(app) == [order.stripe_session_id]
+    assert_pays_normally(app, shop, order)
+
+
+def test_database_failure_mid_webhook_is_retried_by_stripe_and_applied_once(app, shop, monkeypatch):
+    """The failure comes after the order was updated: the whole transaction must roll back."""
+    order = shop.start({"canvas-tote": 1})
+    real_apply = orders.apply_session_event
+
+    def apply_then_lose_the_database(*args: Any, **kwargs: Any) -> orders.Outcome:
+        real_apply(*args, **kwargs)
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(orders, "apply_session_event", apply_then_lose_the_database)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    pay(shop, order.checkout_url)
+    stripe_emulator.tick(app)
+
+    assert get_order(app, order.public_id).status == "awaiting_payment"
+    assert count(app, StripeEvent) == 0
+    with app.app_context():
+        [delivery] = db.session.scalars(select(Delivery)).all()
+        assert (delivery.status, delivery.last_status) == ("pending", 500)
+
+    monkeypatch.setattr(orders, "apply_session_event", real_apply)
+    assert stripe_emulator.tick(app, now=time.time() + 5) == 1  # Stripe's retry, after its backoff
+
+    assert get_order(app, order.public_id).status == "paid"
+    with app.app_context():
+        assert db.session.scalars(select(StripeEvent.outcome)).all() == ["order paid"]
+        assert db.session.scalar(select(Delivery.status)) == "delivered"
+
+
+def backdate_orders(app: Flask, minutes: int) -> None:
+    """Move every order's creation back in time (in Python: SQLite stores datetimes as text)."""
+    with app.app_context():
+        for order in db.session.scalars(select(Order)):
+            order.created_at -= timedelta(minutes=minutes)
+        db.session.commit()
+
+
+def test_crash_before_the_session_exists_leaves_a_pending_order_the_sweep_expires(app, shop, monkeypatch):
+    def process_dies(*args: Any, **kwargs: Any):
+        raise SystemExit("worker killed")
+
+    monkeypatch.setattr(stripe_gateway, "create_checkout_session", process_dies)
+    with pytest.raises(SystemExit):
+        shop.checkout({"enamel-mug": 1})
+    order = latest_order(app)
+    assert (order.status, order.stripe_session_id) == ("pending", None)
+    assert emulator_session_ids(app) == []
+
+    assert "0 stale pending order(s) expired" in run_sync(app).output  # a checkout may still be starting
+    assert get_order(app, order.public_id).status == "pending"
+
+    backdate_orders(app, app.config["STALE_PENDING_MINUTES"] + 1)
+    assert "1 stale pending order(s) expired" in run_sync(app).output
+    assert get_order(app, order.public_id).status == "expired"
+
+
+def test_crash_after_the_session_exists_is_recovered_by_resubmitting_the_form(app, shop, monkeypatch):
+    """The session was created but not saved: the same form gets the same session back."""
+    real_create = stripe_gateway.create_checkout_session
+
+    def create_then_die(*args: Any, **kwargs: Any):
+        real_create(*args, **kwargs)
+        raise SystemExit("worker killed")
+
+    monkeypatch.setattr(stripe_gateway, "create_checkout_session", create_then_die)
+    fields = shop.form_fields()
+    with pytest.raises(SystemExit):
+        shop.checkout({"enamel-mug": 1}, fields=fields)
+    [orphan] = emulator_session_ids(app)
+    assert latest_order(app).status == "pending"
+
+    monkeypatch.setattr(stripe_gateway, "create_checkout_session", real_create)
+    assert shop.checkout({"enamel-mug": 1}, fields=fields).status_code == 303
+
+    order = latest_order(app)
+    assert order.stripe_session_id == orphan
+    assert emulator_session_ids(app) == [orphan]
+    assert count(app, Order) == 1
+    assert_pays_normally(app, shop, order)
+
