@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import psycopg
 import requests
@@ -668,7 +668,6 @@ def main() -> int:
             form = urlencode({"csrf_token": csrf, quantity_fields[0]: "1", **{f: "0" for f in quantity_fields[1:]}})
             # `buyer.form()` set the session; checkout tokens: prefix (20) + thread (2) + counter (10) = 32.
             warm_prefix, prefix = "w" + secrets.token_hex(10)[:19], "b" + secrets.token_hex(10)[:19]
-            before = conn.execute("SELECT count(*) FROM orders").fetchone()[0]
             checkout = scenario("checkout", shop + "/checkout", "checkout", 303, [prefix, form],
                                 headers=[f"Cookie: session={buyer.cookie}"], warm_args=[warm_prefix, form], profile=True)
             # Requests still in flight when wrk stopped finish on their own (bounded wait).
