@@ -11,11 +11,13 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import URL, create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from shop import create_app
@@ -63,9 +65,12 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A migrated PostgreSQL database of the suite's own, dropped at the end."""
+@contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[URL]:
+    """Create an empty database on the test server and drop it afterwards.
+
+    Skips (fails under CI) when the server can't be reached.
+    """
     admin_url = make_url(PG_ADMIN_URL)
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
     try:
@@ -79,17 +84,24 @@ def postgres_database() -> Iterator[str]:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    name = f"shop_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
     try:
-        _migrate(url)
-        yield url
+        yield admin_url.set(database=name)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A migrated PostgreSQL database of the suite's own, dropped at the end."""
+    with fresh_postgres_database("shop_test") as url:
+        rendered = url.render_as_string(hide_password=False)
+        _migrate(rendered)
+        yield rendered
 
 
 @pytest.fixture
@@ -110,15 +122,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
     return url
 
 
-@pytest.fixture
-def app(database_url: str) -> Iterator[Flask]:
-    app = make_app(database_url)
+@contextmanager
+def seeded_app(database_url: str, **overrides: Any) -> Iterator[Flask]:
+    """An app (testing config plus overrides) on the given database, with the catalogue."""
+    app = make_app(database_url, **overrides)
     with app.app_context():
         seed_products()
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Flask]:
+    with seeded_app(database_url) as app:
+        yield app
 
 
 @pytest.fixture

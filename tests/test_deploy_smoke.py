@@ -11,15 +11,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
-from sqlalchemy.exc import OperationalError
 
-from tests.conftest import IN_CI, PG_ADMIN_URL
+from tests.conftest import fresh_postgres_database
 from tests.processes import REPO_ROOT, VENV_BIN, app_env, run
 
 pytestmark = pytest.mark.postgres_only
@@ -33,25 +30,8 @@ def procfile() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def platform_database_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, as a `postgres://` URL; dropped afterwards."""
-    admin_url = make_url(PG_ADMIN_URL)
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect():
-            pass
-    except OperationalError as exc:
-        message = f"PostgreSQL is not reachable at {admin_url.render_as_string(hide_password=True)} ({exc.orig})."
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    name = f"shop_smoke_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(drivername="postgres", database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database("shop_smoke") as url:
+        yield url.set(drivername="postgres").render_as_string(hide_password=False)
 
 
 def production_env(database_url: str, **extra: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from shop import stripe_emulator
 from shop.extensions import db
 from shop.models import Order, Product
+from tests.conftest import seeded_app
 from tests.helpers import ShopClient, count, get_order, pay, post_event, record_stripe_calls, session_event
 
 
@@ -117,12 +118,11 @@ def test_seed_keeps_live_stock_levels(app):
 
 
 def test_checkout_reads_live_stock_while_the_page_shows_cached_stock(database_url):
-    from shop.cli import seed_products
-    from tests.conftest import make_app
+    with seeded_app(database_url, PRODUCT_CACHE_SECONDS=60) as app:
+        _checkout_sees_live_stock(app)
 
-    app = make_app(database_url, PRODUCT_CACHE_SECONDS=60)
-    with app.app_context():
-        seed_products()
+
+def _checkout_sees_live_stock(app) -> None:
     shop = ShopClient(app)
     fields = shop.form_fields()  # the page (and its product cache) says 100 mugs
     set_stock(app, "enamel-mug", 0)
@@ -130,6 +130,3 @@ def test_checkout_reads_live_stock_while_the_page_shows_cached_stock(database_ur
     response = shop.checkout({"enamel-mug": 1}, fields=fields)
     assert response.status_code == 409
     assert "Enamel Mug is sold out" in response.get_data(as_text=True)
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()

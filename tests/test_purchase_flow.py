@@ -9,7 +9,7 @@ from sqlalchemy import select
 from shop import stripe_emulator
 from shop.extensions import db
 from shop.models import Order, StripeEvent
-from tests.conftest import make_app
+from tests.conftest import seeded_app
 from tests.helpers import ShopClient, count, get_order, path_of, pay
 
 THIRTY_ONE_MINUTES = 31 * 60 + 60
@@ -109,15 +109,8 @@ def test_completed_session_cannot_be_paid_twice(app, shop):
 @pytest.fixture
 def chaos_app(database_url):
     """An app whose emulator delivers every event twice, in shuffled order."""
-    app = make_app(database_url, STRIPE_EMULATOR_DUPLICATE=True, STRIPE_EMULATOR_SHUFFLE=True)
-    from shop.cli import seed_products
-
-    with app.app_context():
-        seed_products()
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    with seeded_app(database_url, STRIPE_EMULATOR_DUPLICATE=True, STRIPE_EMULATOR_SHUFFLE=True) as app:
+        yield app
 
 
 def test_duplicated_and_shuffled_deliveries_apply_once(chaos_app):

@@ -13,12 +13,11 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from shop import stripe_emulator, stripe_gateway
-from shop.cli import seed_products
 from shop.extensions import db
 from shop.models import StripeEvent
 from shop.recovery import OVERLAP_SECONDS, sync_window_start
 from shop.stripe_emulator.models import Event
-from tests.conftest import make_app
+from tests.conftest import seeded_app
 from tests.helpers import ShopClient, get_order, pay
 from tests.reliability.conftest import run_sync
 
@@ -60,13 +59,8 @@ def recorded_event_ids(app: Flask) -> list[str]:
 @pytest.fixture
 def lossy_app(database_url: str) -> Iterator[Flask]:
     """The emulator configured to drop every webhook delivery (STRIPE_EMULATOR_DROP=1)."""
-    app = make_app(database_url, STRIPE_EMULATOR_DROP=1)
-    with app.app_context():
-        seed_products()
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    with seeded_app(database_url, STRIPE_EMULATOR_DROP=1) as app:
+        yield app
 
 
 def test_sync_recovers_every_outcome_when_all_webhooks_are_lost(lossy_app):
