@@ -5,6 +5,8 @@ from flask import current_app
 
 from alembic import context
 
+from shop.models import managed_by_migrations
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -60,7 +62,8 @@ def run_migrations_offline():
     """
     url = config.get_main_option("sqlalchemy.url")
     context.configure(
-        url=url, target_metadata=get_metadata(), literal_binds=True
+        url=url, target_metadata=get_metadata(), literal_binds=True,
+        include_name=managed_by_migrations,
     )
 
     with context.begin_transaction():
@@ -95,6 +98,7 @@ def run_migrations_online():
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
+            include_name=managed_by_migrations,
             **conf_args
         )
 

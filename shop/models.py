@@ -9,6 +9,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from .extensions import db
 
 
+EMULATOR_TABLE_PREFIX = "stripe_emulator_"
+
+
+def managed_by_migrations(name: str | None, type_: str, _parents: object = None) -> bool:
+    """Alembic's include_name hook: the offline Stripe emulator's tables aren't the shop's."""
+    return not (type_ == "table" and name is not None and name.startswith(EMULATOR_TABLE_PREFIX))
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
