@@ -7,18 +7,17 @@ Creates (and drops) its own PostgreSQL database, builds the app in production co
 through Flask's test client, measures for `GET /`, `GET /orders/<id>/status` and the
 webhook: CPU milliseconds per request (this process), wall milliseconds, and the database
 round trips per request (statements sent, plus the pool's pre-ping, BEGIN and
-COMMIT/ROLLBACK). Then the same with a few candidate fixes applied by monkeypatching, so
-each fix's gain can be read off before anyone edits the shop. Nothing in shop/ is changed.
-Single-threaded: it measures cost, not concurrency (bench/run.py does that).
+COMMIT/ROLLBACK), with `--profile` a pyinstrument profile of each. Nothing in shop/ is
+changed. Single-threaded: it measures cost, not concurrency (bench/run.py does that).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,16 +65,6 @@ def measure(label: str, call, n: int, trips: RoundTrips) -> dict:
     print(f"  {label:<58} {row['cpu_ms']:6.2f} ms CPU  {row['wall_ms']:6.2f} ms wall  "
           f"{row['round_trips']:4.1f} round trips", flush=True)
     return row
-
-
-@contextmanager
-def patched(obj, name, value):
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
 
 
 def main() -> int:
@@ -128,7 +117,6 @@ def main() -> int:
             assert answer.status_code == 200, answer.get_data(as_text=True)
 
         print(f"{n} requests each, one thread, production config, PostgreSQL (database {name})\n")
-        print("as is:")
         endpoints = (("GET / (5 orders)", home), ("GET /orders/<id>/status", status), ("POST /webhooks/stripe", webhook))
         for label, call in endpoints:
             measure(label, call, n, trips)
@@ -145,35 +133,14 @@ def main() -> int:
                 out.write_text(profiler.output_text(unicode=True, color=False, show_all=False, short_mode=False))
                 print(f"  profile of {label}: {out.relative_to(ROOT)}")
 
-        print("\ncandidate fixes (monkeypatched here only):")
-        with patched(app, "config", app.config):
-            app.config["SESSION_REFRESH_EACH_REQUEST"] = False
-            measure("SESSION_REFRESH_EACH_REQUEST=False: status", status, n, trips)
-            measure("SESSION_REFRESH_EACH_REQUEST=False: home", home, n, trips)
-            app.config["SESSION_REFRESH_EACH_REQUEST"] = True
-        with app.app_context():
-            pool = db.engine.pool
-        with patched(pool, "_pre_ping", False):
-            measure("no pool_pre_ping: status", status, n, trips)
-            measure("no pool_pre_ping: webhook", webhook, n, trips)
-
-        import shop.catalog.views as catalog_views
-
-        with app.app_context():
-            cached = catalog_views.active_products()
-            for product in cached:
-                db.session.expunge(product)
-        with patched(catalog_views, "active_products", lambda: cached):
-            measure("products cached in-process: home", home, n, trips)
-
         import ceiling
 
         bare = ceiling.app.test_client()
         measure("the ceiling app: GET /status (for scale)", lambda: bare.get("/status"), n, trips)
     finally:
-        with __import__("contextlib").suppress(Exception):
+        with contextlib.suppress(Exception):
             conn.close()
-        with __import__("contextlib").suppress(Exception):
+        with contextlib.suppress(Exception):
             db.engine.dispose()
         bench.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return 0

@@ -117,3 +117,30 @@ def test_unknown_page_is_a_styled_404(client):
     response = client.get("/nope")
     assert response.status_code == 404
     assert "Back to the shop" in response.get_data(as_text=True)
+
+
+def test_home_page_queries_do_not_grow_with_the_number_of_orders(app, shop):
+    from sqlalchemy import event
+
+    from shop.extensions import db
+
+    def statements_for_home() -> int:
+        seen: list[str] = []
+        with app.app_context():
+            engine = db.engine
+
+        def listener(connection, cursor, statement, *rest) -> None:
+            seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            assert shop.http.get("/").status_code == 200
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        return len(seen)
+
+    shop.start({"enamel-mug": 1})
+    with_one = statements_for_home()
+    for quantity in range(2, 8):
+        shop.start({"enamel-mug": quantity, "canvas-tote": 1})
+    assert statements_for_home() == with_one

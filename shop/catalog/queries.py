@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from ..extensions import db
-from ..models import Order, Product
+from ..models import Order, OrderItem, Product
 
 ORDERS_SHOWN = 20
 
@@ -44,16 +44,63 @@ def product_cards() -> list[ProductCard]:
     return cache["cards"]
 
 
-def orders_of(shopper_id: str | None) -> list[Order]:
-    """The shopper's most recent orders with their items, newest first (two queries, no N+1)."""
+@dataclass(frozen=True)
+class OrderLine:
+    product_name: str
+    quantity: int
+    unit_amount: int
+
+    @property
+    def line_total(self) -> int:
+        return self.quantity * self.unit_amount
+
+
+@dataclass(frozen=True)
+class OrderSummary:
+    """An order as the shopper's list shows it."""
+
+    public_id: str
+    status: str
+    currency: str
+    amount_total: int
+    amount_refunded: int
+    created_at: datetime
+    paid_at: datetime | None
+    items: list[OrderLine] = field(default_factory=list)
+
+
+def orders_of(shopper_id: str | None) -> list[OrderSummary]:
+    """The shopper's most recent orders with their items, newest first, in one query."""
     if shopper_id is None:
         return []
-    return list(
-        db.session.scalars(
-            select(Order)
-            .where(Order.shopper_id == shopper_id)
-            .options(selectinload(Order.items))
-            .order_by(Order.created_at.desc(), Order.id.desc())
-            .limit(ORDERS_SHOWN)
-        )
+    recent = (
+        select(Order.id)
+        .where(Order.shopper_id == shopper_id)
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .limit(ORDERS_SHOWN)
     )
+    rows = db.session.execute(
+        select(
+            Order.id,
+            Order.public_id,
+            Order.status,
+            Order.currency,
+            Order.amount_total,
+            Order.amount_refunded,
+            Order.created_at,
+            Order.paid_at,
+            OrderItem.product_name,
+            OrderItem.quantity,
+            OrderItem.unit_amount,
+        )
+        .join(OrderItem, OrderItem.order_id == Order.id)
+        .where(Order.id.in_(recent.scalar_subquery()))
+        .order_by(Order.created_at.desc(), Order.id.desc(), OrderItem.id)
+    )
+    orders: dict[int, OrderSummary] = {}
+    for row in rows:
+        summary = orders.get(row.id)
+        if summary is None:
+            summary = orders[row.id] = OrderSummary(*row[1:8])
+        summary.items.append(OrderLine(row.product_name, row.quantity, row.unit_amount))
+    return list(orders.values())
