@@ -8,17 +8,12 @@ from flask import Flask
 from .money import format_money, minor_unit_factor
 
 
-def _as_utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything is stored in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def isodate(moment: datetime) -> str:
-    return _as_utc(moment).isoformat(timespec="seconds")
+    return moment.isoformat(timespec="seconds")
 
 
 def humandate(moment: datetime) -> str:
-    return _as_utc(moment).strftime("%d %b %Y, %H:%M UTC")
+    return moment.astimezone(timezone.utc).strftime("%d %b %Y, %H:%M UTC")
 
 
 def init_app(app: Flask) -> None:

@@ -132,7 +132,7 @@ def place_order(
             existing = db.session.scalar(select(Order).where(Order.checkout_token == checkout_token))
             if existing is None:
                 raise
-    if existing.shopper_id != shopper_id or _cart_of(existing) != {l.product.id: l.quantity for l in lines}:
+    if existing.shopper_id != shopper_id or _cart_of(existing) != {line.product.id: line.quantity for line in lines}:
         raise CheckoutTokenConflict(existing.public_id)
     return existing, False
 
@@ -257,7 +257,10 @@ def apply_session_event(event_type: str, session: Mapping[str, Any]) -> Outcome:
         "payment_intent_id": session.get("payment_intent"),
         "customer_email": (session.get("customer_details") or {}).get("email") or session.get("customer_email"),
     }
-    if event_type == SESSION_COMPLETED and session.get("payment_status") == "paid" or event_type == SESSION_ASYNC_SUCCEEDED:
+    paid_now = (event_type == SESSION_COMPLETED and session.get("payment_status") == "paid") or (
+        event_type == SESSION_ASYNC_SUCCEEDED
+    )
+    if paid_now:
         mismatch = _payment_mismatch(order, session.get("amount_total"), session.get("currency"))
         if mismatch:
             return _flag_for_review(order, mismatch)

@@ -166,3 +166,17 @@ def test_success_url_carries_the_session_placeholder(app, shop):
     params = parse_qs(body)
     assert params["success_url"] == ["http://localhost/checkout/success?session_id={CHECKOUT_SESSION_ID}"]
     assert params["cancel_url"][0].startswith("http://localhost/checkout/cancel?order=ord_")
+
+
+def test_session_expiry_does_not_depend_on_the_machines_timezone(app, shop, monkeypatch):
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: a naive time read as local is 14 h off
+    time.tzset()
+    try:
+        order = shop.start({"enamel-mug": 1})
+        with app.app_context():
+            session = sdk(app).v1.checkout.sessions.retrieve(order.stripe_session_id)
+        assert 30 * 60 <= session.expires_at - time.time() <= 31 * 60 + 5
+        assert order.created_at.utcoffset() is not None
+    finally:
+        monkeypatch.undo()
+        time.tzset()
