@@ -64,7 +64,6 @@ PROFILE_MODE = "cpu"  # --profile: "cpu" samples threads holding the GIL; "wall"
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
-TOKEN_FIELD = re.compile(r'name="checkout_token" value="([^"]+)"')
 QUANTITY_FIELD = re.compile(r'name="(quantity-[a-z0-9-]+)"')
 SESSION_COOKIE = re.compile(r"(?:^|[;,]\s*)session=([^;]+)")
 
@@ -676,7 +675,7 @@ def main() -> int:
                     "SELECT count(*) FROM orders WHERE checkout_token LIKE %s AND status = 'pending'",
                     (prefix + "%",)).fetchone()[0]:
                 time.sleep(0.5)
-            results["checks"]["checkout"] = check_checkout(conn, buyer, prefix, checkout, opts.connections, errors)
+            results["checks"]["checkout"] = check_checkout(conn, prefix, checkout, opts.connections, errors)
         else:
             results["notes"].append("checkout scenario skipped: the Stripe emulator did not start")
 
@@ -844,8 +843,7 @@ def check_storm(conn: psycopg.Connection, public_id: str, errors: list[str]) -> 
     return check
 
 
-def check_checkout(conn: psycopg.Connection, buyer: Browser, prefix: str, load: Load, connections: int,
-                   errors: list[str]) -> dict:
+def check_checkout(conn: psycopg.Connection, prefix: str, load: Load, connections: int, errors: list[str]) -> dict:
     rows = dict(conn.execute(
         "SELECT status, count(*) FROM orders WHERE checkout_token LIKE %s GROUP BY status", (prefix + "%",)).fetchall())
     without_session = conn.execute(

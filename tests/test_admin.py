@@ -10,16 +10,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 
 from shop.extensions import db
 from shop.models import Order, OrderItem, Product, StripeEvent
 from shop.orders import new_public_id
 from shop.stripe_emulator import tick
-from tests.helpers import CSRF_FIELD, ShopClient, get_order, path_of, post_event, record_stripe_calls, session_event
+from tests.helpers import CSRF_FIELD, ShopClient, get_order, pay, post_event, record_stripe_calls, session_event
 
 OPERATOR = ("operator", "correct horse battery staple")
-CARD = {"email": "ada@example.com", "method": "card", "card": "4242 4242 4242 4242", "expiry": "12 / 34", "cvc": "123"}
 
 
 @pytest.fixture
@@ -101,7 +100,9 @@ def test_admin_asks_for_credentials(admin_app, auth) -> None:
 
 def test_admin_checks_credentials_before_csrf(admin_app) -> None:
     assert admin_app.test_client().post("/admin/sync").status_code == 401
-    assert admin_app.test_client().post("/admin/sync", auth=OPERATOR).status_code == 400  # no CSRF token
+    no_token = admin_app.test_client().post("/admin/sync", auth=OPERATOR)
+    assert no_token.status_code == 400
+    assert "Reload the page and try again" in no_token.get_data(as_text=True)  # refused by the CSRF check
 
 
 def test_admin_pages_are_never_cached(operator, admin_app) -> None:
@@ -141,13 +142,20 @@ def test_orders_list_filters_by_status_and_date(operator, admin_app) -> None:
 @pytest.mark.parametrize(
     "query",
     ["status=bogus", "from=2025-13-01", "from=yesterday", "to=2025-02-30", "from=2025-03-02&to=2025-03-01",
-     "page=0", "page=-1", "page=abc", "page=99999999999"],
+     "page=0", "page=-1", "page=abc", "page=99999999999", "page=%C2%B2"],
 )
 def test_orders_list_rejects_bad_filters(operator, query) -> None:
     response = operator.get(f"/admin/?{query}")
     assert response.status_code == 400
     assert "That request didn&#39;t look right" in response.get_data(as_text=True)
     assert operator.get(f"/admin/orders.csv?{query}").status_code == (400 if "page" not in query else 200)
+
+
+def test_orders_list_accepts_the_last_representable_day(operator, admin_app) -> None:
+    ids = make_orders(admin_app, ["paid"])
+    assert listed_ids(operator.get("/admin/?to=9999-12-31").get_data(as_text=True)) == ids
+    rows = list(csv.DictReader(io.StringIO(operator.get("/admin/orders.csv?to=9999-12-31").get_data(as_text=True))))
+    assert [row["order"] for row in rows] == ids
 
 
 def test_orders_list_has_50_orders_a_page_and_keeps_the_filter(operator, admin_app) -> None:
@@ -218,7 +226,7 @@ def test_order_detail_shows_the_payment_intent_of_a_paid_order(operator, admin_a
 
 def pay_with_the_emulator(app: Flask, shop: ShopClient) -> Order:
     order = shop.start({"enamel-mug": 2})
-    assert shop.http.post(path_of(order.checkout_url), data=CARD).status_code == 303
+    assert pay(shop, order.checkout_url).status_code == 303
     tick(app)
     paid = get_order(app, order.public_id)
     assert paid.status == "paid", paid.status
@@ -238,6 +246,22 @@ def test_refund_asks_stripe_and_waits_for_the_webhook(operator, admin_app, shop)
     assert (refunded.status, refunded.amount_refunded) == ("refunded", 4800)
     html = operator.get(page).get_data(as_text=True)
     assert "charge.refunded" in html and "/refund" not in html
+
+
+def test_double_submitted_refund_form_refunds_once(operator, admin_app, shop) -> None:
+    order = pay_with_the_emulator(admin_app, shop)
+    page = f"/admin/orders/{order.public_id}"
+    recorder = record_stripe_calls(admin_app)
+    for _ in range(2):  # the same form, sent twice before Stripe's webhook arrives
+        assert operator.post_form(f"{page}/refund", confirm="1").status_code == 303
+    keys = {headers["Idempotency-Key"] for _, _, headers, _ in recorder.posts_to("/v1/refunds")}
+    assert keys == {f"refund-{order.public_id}-0"}
+    assert "Stripe did not accept" not in operator.get(page).get_data(as_text=True)
+    tick(admin_app)
+    with admin_app.app_context():
+        refunds = db.session.execute(text("SELECT count(*) FROM stripe_emulator_refunds")).scalar()
+    assert refunds == 1
+    assert get_order(admin_app, order.public_id).amount_refunded == 4800
 
 
 def test_refund_failure_at_stripe_is_shown_and_changes_nothing(operator, admin_app, shop) -> None:
@@ -269,7 +293,7 @@ def test_refund_needs_confirmation_csrf_and_a_paid_order(operator, admin_app, sh
 
 def test_sync_button_runs_recovery_and_flashes_its_summary(operator, admin_app, shop) -> None:
     order = shop.start({"enamel-mug": 2})
-    assert shop.http.post(path_of(order.checkout_url), data=CARD).status_code == 303
+    assert pay(shop, order.checkout_url).status_code == 303
     # The webhook never arrives (no tick): sync fetches the event from Stripe instead.
     response = operator.post_form("/admin/sync")
     assert response.status_code == 303 and response.headers["Location"] == "/admin/"

@@ -10,7 +10,7 @@ from flask import request, url_for
 
 from config import normalise_database_url
 from shop import create_app
-from tests.processes import REPO_ROOT
+from tests.processes import REPO_ROOT, procfile
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR) shop\.[\w.]+: .+$")
 
@@ -77,7 +77,7 @@ def test_app_json_describes_every_setting() -> None:
     env = manifest["env"]
     assert set(env) == {
         "SECRET_KEY", "APP_ENV", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "SHOP_CURRENCY", "ALLOW_LIVE_PAYMENTS",
-        "ADMIN_USERNAME", "ADMIN_PASSWORD", "STRIPE_MAX_NETWORK_RETRIES", "WEB_CONCURRENCY",
+        "ADMIN_USERNAME", "ADMIN_PASSWORD", "STRIPE_MAX_NETWORK_RETRIES", "WEB_CONCURRENCY", "GUNICORN_THREADS",
     }
     assert all(setting["description"] for setting in env.values())
     assert env["SECRET_KEY"]["generator"] == "secret"
@@ -86,6 +86,6 @@ def test_app_json_describes_every_setting() -> None:
 
 
 def test_procfile_runs_migrations_and_seed_in_the_release_phase() -> None:
-    processes = dict(line.split(": ", 1) for line in (REPO_ROOT / "Procfile").read_text().splitlines() if line.strip())
+    processes = procfile()
     assert processes["release"] == "flask --app wsgi db upgrade && flask --app wsgi seed"
     assert processes["web"].startswith("gunicorn --config gunicorn.conf.py ")

@@ -6,9 +6,7 @@ Skips when PostgreSQL is unreachable, except under CI=true, where it fails.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,14 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import fresh_postgres_database
-from tests.processes import REPO_ROOT, VENV_BIN, app_env, run
+from tests.processes import REPO_ROOT, VENV_BIN, app_env, free_port, procfile, run, wait_until_serving
 
 pytestmark = pytest.mark.postgres_only
-
-
-def procfile() -> dict[str, str]:
-    lines = (REPO_ROOT / "Procfile").read_text().splitlines()
-    return dict(line.split(": ", 1) for line in lines if line.strip())
 
 
 @pytest.fixture(scope="module")
@@ -45,32 +38,12 @@ def production_env(database_url: str, **extra: str) -> dict[str, str]:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
-
-
-def wait_until_healthy(server: subprocess.Popen, url: str, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            if get(url)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"{url} did not answer 200 within {timeout}s:\n{log.read_text()}")
 
 
 def gunicorn_command() -> list[str]:
@@ -93,7 +66,7 @@ def test_release_phase_then_gunicorn_serve_the_shop(platform_database_url: str, 
         server = subprocess.Popen(gunicorn_command(), cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{env['PORT']}"
     try:
-        wait_until_healthy(server, f"{base}/healthz", log)
+        wait_until_serving(server, f"{base}/healthz", log)
 
         status, headers, body = get(f"{base}/healthz")
         assert (status, body) == (200, b'{"status":"ok"}\n')

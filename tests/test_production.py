@@ -181,5 +181,7 @@ def test_healthz_answers_503_when_the_database_is_down(tmp_path) -> None:
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert response.json == {"status": "unavailable"}
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
     with app.app_context():
         db.engine.dispose()

@@ -40,7 +40,7 @@ class OrderFilter:
             query = query.where(Order.status == self.status)
         if self.created_from:
             query = query.where(Order.created_at >= _midnight(self.created_from))
-        if self.created_to:
+        if self.created_to and self.created_to < date.max:  # the last representable day has no "next day"
             query = query.where(Order.created_at < _midnight(self.created_to + timedelta(days=1)))
         return query
 
@@ -55,7 +55,9 @@ class OrderFilter:
 
 
 def parse_page(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+    """A page number from 1 to MAX_PAGE, in ASCII digits; BadRequest otherwise."""
+    # isdigit() alone accepts "²", which int() then refuses.
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
         raise BadRequest("The page must be a positive whole number.")
     return int(value)
 

@@ -107,7 +107,7 @@ def refund(public_id: str) -> ResponseReturnValue:
     if not request.form.get("confirm"):
         abort(400, "Tick the box to confirm the refund.")
     try:
-        stripe_gateway.refund_payment(order.payment_intent_id)
+        stripe_gateway.refund_remaining(order)
     except stripe_gateway.PaymentProviderError as exc:
         log.error("refund of order %s failed: %s", order.public_id, exc)
         flash(f"Stripe did not accept the refund: {exc}", "error")

@@ -7,7 +7,6 @@ makes is recorded; anything not for 127.0.0.1 is aborted and fails the test.
 """
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from shop.cli import seed_products
 from shop.extensions import db
 from shop.models import Order
 from tests.conftest import IN_CI, make_app
+from tests.helpers import CSRF_FIELD, TOKEN_FIELD
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -186,10 +186,6 @@ def screenshot(page, name: str, widths: tuple[int, ...] = WIDTHS) -> None:
             page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True, animations="disabled")
     if original:
         page.set_viewport_size(original)
-
-
-CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
-TOKEN_FIELD = re.compile(r'name="checkout_token" value="([^"]+)"')
 
 
 def order_over_http(context, base_url: str, quantities: dict[str, int], pay_with: str | None = None) -> str:
