@@ -94,6 +94,7 @@ class Emulator:
                 self.worker.start()
 
     def stop_worker(self) -> None:
+        """Stop the worker thread (if any) and wait for its current tick to finish."""
         self._stopping.set()
         if self.worker is not None:
             self.worker.join()

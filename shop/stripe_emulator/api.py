@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -88,12 +89,9 @@ def _api_error(error: ApiError) -> Response:
 
 
 def _run(handler: Handler) -> Response:
-    """Run a handler in one transaction; Stripe-shaped error responses roll it back."""
+    """Run a handler in one transaction; an error (ApiError: see `_api_error`) rolls it back."""
     try:
         body = handler()
-    except ApiError as error:
-        db.session.rollback()
-        return _json(error.body, error.status)
     except BaseException:
         db.session.rollback()
         raise
@@ -106,7 +104,8 @@ def _post(handler: Handler) -> Response:
 
     The key row is committed before the work starts, so a concurrent request with the same
     key finds it (409 while in progress). The result is stored in the same transaction as the
-    work; validation errors (4xx) are not stored, so a corrected retry can reuse the key.
+    work. A request that fails (any error) releases the key, so a corrected retry can reuse it;
+    Stripe itself releases it only for validation errors and replays later failures.
     """
     key = g.stripe_idempotency_key
     if not key:
@@ -125,10 +124,6 @@ def _post(handler: Handler) -> Response:
         return _replay(db.session.get(IdempotencyKey, row_id), key, fingerprint)
     try:
         body = handler()
-    except ApiError as error:
-        db.session.rollback()
-        _forget_key(row_id)
-        return _json(error.body, error.status)
     except BaseException:
         db.session.rollback()
         _forget_key(row_id)
@@ -164,6 +159,19 @@ def _replay(row: IdempotencyKey | None, key: str, fingerprint: str) -> Response:
     response.headers["Idempotent-Replayed"] = "true"
     response.headers["Original-Request"] = row.request_id
     return response
+
+
+def _cursor(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The pagination cursor, `("starting_after" | "ending_before", object id)`, if any."""
+    if "starting_after" in values and "ending_before" in values:
+        raise ApiError(
+            400, "invalid_request_error",
+            "Received both starting_after and ending_before parameters. Please pass in only one.",
+        )
+    for name in ("starting_after", "ending_before"):
+        if name in values:
+            return name, values[name]
+    return None
 
 
 def _session_or_404(session_id: str) -> CheckoutSession:
@@ -207,20 +215,22 @@ def retrieve_checkout_session(session_id: str) -> Response:
 def list_line_items(session_id: str) -> Response:
     def handler() -> dict[str, Any]:
         values = _params(LIST_PARAMS)
+        _expand(values, frozenset())
+        cursor = _cursor(values)
         session = _session_or_404(session_id)
         items = list(session.line_items)
-        ids = [item["id"] for item in items]
-        for name in ("starting_after", "ending_before"):
-            if name in values and values[name] not in ids:
-                raise ApiError.missing("line item", values[name], name)
-        if "starting_after" in values:
-            items = items[ids.index(values["starting_after"]) + 1:]
-        elif "ending_before" in values:
-            items = items[: ids.index(values["ending_before"])]
         limit = values.get("limit", 10)
-        if "ending_before" in values and "starting_after" not in values:
-            return objects.line_items_list(session, items[-limit:], len(items) > limit)
-        return objects.line_items_list(session, items[:limit], len(items) > limit)
+        if cursor is None:
+            return objects.line_items_list(session, items[:limit], len(items) > limit)
+        name, anchor = cursor
+        ids = [item["id"] for item in items]
+        if anchor not in ids:
+            raise ApiError.missing("line item", anchor, name)
+        if name == "starting_after":
+            items = items[ids.index(anchor) + 1:]
+            return objects.line_items_list(session, items[:limit], len(items) > limit)
+        items = items[: ids.index(anchor)]
+        return objects.line_items_list(session, items[-limit:], len(items) > limit)
 
     return _run(handler)
 
@@ -228,18 +238,20 @@ def list_line_items(session_id: str) -> Response:
 @bp.post("/checkout/sessions/<session_id>/expire")
 def expire_checkout_session(session_id: str) -> Response:
     def handler() -> dict[str, Any]:
-        _params(RETRIEVE_PARAMS)
-        settings = _settings()
-        session = _session_or_404(session_id)
-        if not core.expire_session(
-            session_id, settings, time.time(), g.stripe_request_id, g.stripe_idempotency_key
-        ):
+        expand = _expand(_params(RETRIEVE_PARAMS), frozenset({"line_items"}))
+        _session_or_404(session_id)
+        expired = core.expire_session(
+            session_id, _settings(), time.time(), g.stripe_request_id, g.stripe_idempotency_key
+        )
+        # Re-read either way: if it wasn't open, another request may just have changed it.
+        session = db.session.get(CheckoutSession, session_id, populate_existing=True)
+        if not expired:
             raise ApiError(
                 400, "invalid_request_error",
                 f"Only Checkout Sessions with a status in [open] can be expired. This session has a status of "
                 f"{session.status}.",
             )
-        return objects.checkout_session(db.session.get(CheckoutSession, session_id, populate_existing=True))
+        return objects.checkout_session(session, expand)
 
     return _post(handler)
 
@@ -251,12 +263,16 @@ def expire_checkout_session(session_id: str) -> Response:
 def list_events() -> Response:
     def handler() -> dict[str, Any]:
         values = _params(LIST_EVENTS_PARAMS)
+        _expand(values, frozenset())
+        cursor = _cursor(values)
         query = select(Event)
         if "type" in values:
             pattern = values["type"]
-            query = query.where(
-                Event.type.like(pattern.replace("*", "%")) if "*" in pattern else Event.type == pattern
-            )
+            if "*" in pattern:  # `*` is Stripe's only wildcard: `_` and `%` match themselves
+                like = re.sub(r"([\\%_])", r"\\\1", pattern).replace("*", "%")
+                query = query.where(Event.type.like(like, escape="\\"))
+            else:
+                query = query.where(Event.type == pattern)
         if "types" in values:
             query = query.where(Event.type.in_(values["types"]))
         for op, value in values.get("created", {}).items():
@@ -265,13 +281,14 @@ def list_events() -> Response:
                 {"gt": column > value, "gte": column >= value, "lt": column < value, "lte": column <= value}[op]
             )
         limit = values.get("limit", 10)
-        backwards = "ending_before" in values and "starting_after" not in values
-        for name in ("starting_after", "ending_before"):
-            if name in values:
-                anchor = db.session.scalar(select(Event.seq).where(Event.id == values[name]))
-                if anchor is None:
-                    raise ApiError.missing("event", values[name], name)
-                query = query.where(Event.seq < anchor if name == "starting_after" else Event.seq > anchor)
+        backwards = cursor is not None and cursor[0] == "ending_before"
+        if cursor is not None:
+            name, event_id = cursor
+            anchor = db.session.scalar(select(Event.seq).where(Event.id == event_id))
+            if anchor is None:
+                raise ApiError.missing("event", event_id, name)
+            query = query.where(Event.seq > anchor if backwards else Event.seq < anchor)
+        # Newest first; a page before `ending_before` is the `limit` events just newer than it.
         order = Event.seq.asc() if backwards else Event.seq.desc()
         rows = list(db.session.scalars(query.order_by(order).limit(limit + 1)))
         has_more = len(rows) > limit
@@ -287,7 +304,7 @@ def list_events() -> Response:
 @bp.get("/events/<event_id>")
 def retrieve_event(event_id: str) -> Response:
     def handler() -> dict[str, Any]:
-        _params(RETRIEVE_PARAMS)
+        _expand(_params(RETRIEVE_PARAMS), frozenset())
         event = db.session.scalar(select(Event).where(Event.id == event_id))
         if event is None:
             raise ApiError.missing("event", event_id, "id")
@@ -312,7 +329,7 @@ def create_refund() -> Response:
 @bp.get("/refunds/<refund_id>")
 def retrieve_refund(refund_id: str) -> Response:
     def handler() -> dict[str, Any]:
-        _params(RETRIEVE_PARAMS)
+        _expand(_params(RETRIEVE_PARAMS), frozenset())
         refund = db.session.get(Refund, refund_id)
         if refund is None:
             raise ApiError.missing("refund", refund_id, "id")

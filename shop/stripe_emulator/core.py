@@ -380,12 +380,11 @@ def _claim(delivery_id: int, attempts: int, now: float) -> bool:
 
 
 def _attempt(delivery_id: int, attempt: int, settings: Settings, transport: Transport, now: float) -> None:
-    delivery = db.session.get(Delivery, delivery_id, populate_existing=True)
-    assert delivery is not None
+    event_id = db.session.execute(select(Delivery.event_id).where(Delivery.id == delivery_id)).scalar_one()
     if settings.drop and random.random() < settings.drop:
         _finish(delivery_id, attempt, status="dropped")
         return
-    event = db.session.execute(select(Event).where(Event.id == delivery.event_id)).scalar_one()
+    event = db.session.execute(select(Event).where(Event.id == event_id)).scalar_one()
     payload = json.dumps(event_object(event), indent=2)
     headers = {
         "Content-Type": "application/json; charset=utf-8",
@@ -401,12 +400,12 @@ def _attempt(delivery_id: int, attempt: int, settings: Settings, transport: Tran
     except OSError as exc:
         error = f"connection error: {exc}"
     except Exception as exc:  # the receiver crashed in-process: a 500 as far as Stripe knows
-        logger.exception("Webhook receiver raised while handling %s", delivery.event_id)
+        logger.exception("Webhook receiver raised while handling %s", event_id)
         error = f"receiver raised: {exc!r}"
     if status is not None and 200 <= status < 300:
         _finish(delivery_id, attempt, status="delivered", last_status=status, last_error=None)
     elif attempt >= MAX_ATTEMPTS:
-        logger.warning("Giving up on webhook %s after %d attempts (%s)", delivery.event_id, attempt, error or status)
+        logger.warning("Giving up on webhook %s after %d attempts (%s)", event_id, attempt, error or status)
         _finish(delivery_id, attempt, status="failed", last_status=status, last_error=error)
     else:
         _finish(delivery_id, attempt, due_at=now + backoff(attempt), last_status=status, last_error=error)

@@ -39,7 +39,7 @@ def _render(session: CheckoutSession, status: int = 200, **context: object) -> R
         items=items,
         total=objects.format_amount(session.amount_total, session.currency),
         methods=METHOD_LABELS,
-        success_url=session.params["success_url"].replace("{CHECKOUT_SESSION_ID}", session.id),
+        success_url=_success_url(session),
         **context,
     )
     return Response(html, status=status, mimetype="text/html")
@@ -63,7 +63,7 @@ def pay(session_id: str) -> Response:
     if errors:
         return _render(session, 422, form=form, errors=errors)
     if form["method"] == "card":
-        decline = TEST_CARDS[re.sub(r"[\s-]", "", form["card"])]
+        decline = TEST_CARDS[_card_number(form)]
         if decline:
             return _render(session, 402, form=form, errors={}, decline=decline)
     if not core.pay(session_id, form["email"], form["method"], settings, now):
@@ -71,8 +71,15 @@ def pay(session_id: str) -> Response:
         session = db.session.get(CheckoutSession, session_id, populate_existing=True)
         return _render(session, 409)
     db.session.commit()
-    success_url = session.params["success_url"].replace("{CHECKOUT_SESSION_ID}", session_id)
-    return redirect(success_url, code=303)
+    return redirect(_success_url(session), code=303)
+
+
+def _success_url(session: CheckoutSession) -> str:
+    return session.params["success_url"].replace("{CHECKOUT_SESSION_ID}", session.id)
+
+
+def _card_number(form: dict[str, str]) -> str:
+    return re.sub(r"[\s-]", "", form["card"])
 
 
 def _field_errors(form: dict[str, str], now: float) -> dict[str, str]:
@@ -84,7 +91,7 @@ def _field_errors(form: dict[str, str], now: float) -> dict[str, str]:
         errors["method"] = "Choose a payment method."
     if form["method"] != "card":
         return errors
-    number = re.sub(r"[\s-]", "", form["card"])
+    number = _card_number(form)
     if not number:
         errors["card"] = "Enter your card number."
     elif number not in TEST_CARDS:

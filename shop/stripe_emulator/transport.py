@@ -17,6 +17,8 @@ from flask import Flask
 from requests.structures import CaseInsensitiveDict
 from werkzeug.test import Client, TestResponse
 
+from .core import Transport
+
 T = TypeVar("T")
 
 
@@ -69,7 +71,7 @@ class InProcessHTTPClient(stripe.HTTPClient):
         """Nothing to release: no sockets are opened."""
 
 
-def wsgi_transport(app: Flask) -> Callable[[str, bytes, dict[str, str]], int]:
+def wsgi_transport(app: Flask) -> Transport:
     """Deliver webhooks by POSTing into the same app's WSGI stack."""
 
     def send(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -78,11 +80,21 @@ def wsgi_transport(app: Flask) -> Callable[[str, bytes, dict[str, str]], int]:
     return send
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Stripe doesn't follow a webhook endpoint's redirects: a 3xx is a failed delivery."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
 def http_transport(url: str, body: bytes, headers: dict[str, str]) -> int:
     """Deliver a webhook over HTTP; connection failures raise OSError (URLError)."""
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with _opener.open(request, timeout=10) as response:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code

@@ -13,6 +13,7 @@ import pytest
 import stripe
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from shop import create_app
 from shop.extensions import db
@@ -99,5 +100,5 @@ def page_path(url: str) -> str:
     return urlsplit(url).path
 
 
-def pay(browser: FlaskClient, session: Any, **form: str):
+def pay(browser: FlaskClient, session: Any, **form: str) -> TestResponse:
     return browser.post(page_path(session.url), data={**CARD, **form})

@@ -47,11 +47,17 @@ def test_create_retrieve_and_line_items(stripe_client, emulator_app):
     expanded = stripe_client.v1.checkout.sessions.retrieve(session.id, params={"expand": ["line_items"]})
     assert len(expanded.line_items.data) == 2
 
+    back = stripe_client.v1.checkout.sessions.line_items.list(
+        session.id, params={"ending_before": rest.data[0].id, "limit": 1}
+    )
+    assert [item.id for item in back.data] == [first.id] and back.has_more is False
+
 
 def test_expire(stripe_client):
     session = stripe_client.v1.checkout.sessions.create(params=session_params())
-    expired = stripe_client.v1.checkout.sessions.expire(session.id)
+    expired = stripe_client.v1.checkout.sessions.expire(session.id, params={"expand": ["line_items"]})
     assert (expired.status, expired.url) == ("expired", None)
+    assert len(expired.line_items.data) == 2
     with pytest.raises(stripe.InvalidRequestError) as excinfo:
         stripe_client.v1.checkout.sessions.expire(session.id)
     assert "Only Checkout Sessions with a status in [open] can be expired" in excinfo.value.user_message
@@ -188,18 +194,35 @@ def test_events_list_filters_and_pagination(emulator_app, stripe_client):
     assert page1.has_more is True
     page2 = stripe_client.v1.events.list(params={"limit": 2, "starting_after": page1.data[-1].id})
     assert [e.data.object.id for e in page1.data + page2.data] == ids[::-1][:4]
+    assert page2.has_more is True
+    page3 = stripe_client.v1.events.list(params={"limit": 2, "starting_after": page2.data[-1].id})
+    assert [e.data.object.id for e in page3.data] == [ids[0]] and page3.has_more is False
     back = stripe_client.v1.events.list(params={"limit": 2, "ending_before": page2.data[0].id})
     assert [e.id for e in back.data] == [e.id for e in page1.data]
+    assert back.has_more is False
+    newer = stripe_client.v1.events.list(params={"limit": 1, "ending_before": page3.data[0].id})
+    assert [e.id for e in newer.data] == [page2.data[-1].id] and newer.has_more is True
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        stripe_client.v1.events.list(
+            params={"starting_after": page1.data[-1].id, "ending_before": page2.data[-1].id}
+        )
+    assert "Please pass in only one" in excinfo.value.user_message
     assert len(list(stripe_client.v1.events.list(params={"limit": 2}).auto_paging_iter())) == 5
 
     assert stripe_client.v1.events.list(params={"type": "checkout.session.completed"}).data == []
     assert len(stripe_client.v1.events.list(params={"type": "checkout.session.*"}).data) == 5
+    # `*` is the only wildcard: SQL LIKE's `_` and `%` must match only themselves.
+    assert stripe_client.v1.events.list(params={"type": "checkout_session.*"}).data == []
+    assert stripe_client.v1.events.list(params={"type": "checkout%.*"}).data == []
     created = events.data[0].created
     assert len(stripe_client.v1.events.list(params={"created": {"gt": created}}).data) == 0
     assert len(stripe_client.v1.events.list(params={"created": {"lte": created}}).data) == 5
     assert len(stripe_client.v1.events.list(params={"created": {"gte": created + 1}}).data) == 0
     assert len(stripe_client.v1.events.list(params={"created": {"lt": created + 1}}).data) == 5
 
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        stripe_client.v1.events.retrieve(events.data[0].id, params={"expand": ["data.object"]})
+    assert excinfo.value.param == "expand"
     one = stripe_client.v1.events.retrieve(events.data[0].id)
     assert one.type == "checkout.session.expired"
     assert one.api_version == stripe.api_version

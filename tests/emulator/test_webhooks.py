@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import stripe
@@ -11,6 +13,7 @@ from flask import request
 from shop import stripe_emulator
 from shop.extensions import csrf, db
 from shop.stripe_emulator.models import Delivery
+from shop.stripe_emulator.transport import http_transport
 
 from .conftest import Recorder, make_emulator_app, sdk_client, session_params
 
@@ -78,6 +81,7 @@ def test_gives_up_after_max_attempts(emulator_app, stripe_client, webhooks):
         stripe_emulator.tick(emulator_app, now=now)
         now += 120
     assert _deliveries(emulator_app) == [("failed", 8, 503)]
+    assert len(webhooks.calls) == 8
 
 
 def test_duplicate(database_url):
@@ -143,6 +147,39 @@ def test_http_transport_connection_error(database_url):
         delivery = db.session.query(Delivery).one()
         assert (delivery.status, delivery.last_status) == ("pending", None)
         assert delivery.last_error.startswith("connection error")
+
+
+def test_http_transport_treats_a_redirect_as_a_failure():
+    """Stripe doesn't follow redirects from a webhook endpoint: the delivery must be retried."""
+    requests: list[str] = []
+
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            requests.append(f"POST {self.path}")
+            self.send_response(302)
+            self.send_header("Location", "/landed")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            requests.append(f"GET {self.path}")
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Redirecting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        assert http_transport(url, b"{}", {"Content-Type": "application/json"}) == 302
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert requests == ["POST /hook"]
 
 
 def test_state_survives_a_second_app(database_url, emulator_app, stripe_client):
