@@ -67,7 +67,9 @@ def _authenticate() -> Response | None:
         )
         return _json(error.body, error.status)
     if not key.startswith("sk_test_"):
-        masked = key[:8] + "*" * max(len(key) - 12, 0) + key[-4:]
+        # As Stripe does: the prefix and the last four characters, the rest starred.
+        shown = 4 if len(key) > 12 else 0
+        masked = key[:8] + "*" * (len(key) - 8 - shown) + key[len(key) - shown:]
         error = ApiError(401, "invalid_request_error", f"Invalid API Key provided: {masked}")
         return _json(error.body, error.status)
     g.stripe_api_key = key
