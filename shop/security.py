@@ -16,12 +16,14 @@ STRIPE_CHECKOUT_ORIGIN = "https://checkout.stripe.com"
 HSTS = "max-age=63072000; includeSubDomains"
 
 
-def content_security_policy(stripe_api_base: str | None = None) -> str:
-    """The shop's policy; `stripe_api_base` adds a stand-in Stripe's origin to form-action."""
+def content_security_policy(*form_targets: str | None) -> str:
+    """The shop's policy. Each URL given adds its origin to form-action (e.g. a stand-in Stripe)."""
     form_action = ["'self'", STRIPE_CHECKOUT_ORIGIN]
-    if stripe_api_base:
-        parts = urlsplit(stripe_api_base)
-        form_action.append(f"{parts.scheme}://{parts.netloc}")
+    for target in filter(None, form_targets):
+        parts = urlsplit(target)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin not in form_action:
+            form_action.append(origin)
     return "; ".join(
         [
             "default-src 'self'",

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from shop.extensions import db
+from shop.security import content_security_policy
 
 from . import core, objects
 from .models import CheckoutSession
@@ -42,7 +43,13 @@ def _render(session: CheckoutSession, status: int = 200, **context: object) -> R
         success_url=_success_url(session),
         **context,
     )
-    return Response(html, status=status, mimetype="text/html")
+    response = Response(html, status=status, mimetype="text/html")
+    # Like Stripe's own page, this one sends the shopper back to the shop's origin, whichever
+    # host name the shop was opened at (localhost or 127.0.0.1).
+    response.headers["Content-Security-Policy"] = content_security_policy(
+        session.params["success_url"], session.params.get("cancel_url")
+    )
+    return response
 
 
 @bp.route("/pay/<session_id>", methods=["GET", "POST"])

@@ -6,6 +6,7 @@ Every request must stay on 127.0.0.1 (the fixtures abort and fail anything else)
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -223,3 +224,31 @@ def test_no_request_leaves_127_0_0_1_during_a_whole_journey(page: Page, live_sho
     assert requests_log.urls, "no requests were recorded"
     assert requests_log.blocked == []
     assert requests_log.hosts() == {"127.0.0.1"}, requests_log.urls
+
+
+def test_a_shop_opened_at_localhost_comes_back_there_after_paying(browser, live_shop: LiveShop):
+    """The emulator lives at 127.0.0.1; the shopper typed localhost. Both are this machine."""
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def loopback_only(route) -> None:
+        if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort("blockedbyclient")
+
+    context.route("**/*", loopback_only)
+    try:
+        page = context.new_page()
+        shop_at_localhost = live_shop.url.replace("127.0.0.1", "localhost")
+        page.goto(shop_at_localhost + "/")
+        choose(page, {"enamel-mug": 1})
+        page.get_by_role("button", name="Buy").click()
+        page.wait_for_url(CHECKOUT_URL)
+        pay(page)
+        page.wait_for_url(re.compile(re.escape(shop_at_localhost) + r"/checkout/success\?session_id=cs_"))
+        expect(page.get_by_role("heading", name="Payment received")).to_be_visible(timeout=WEBHOOK_TIMEOUT)
+    finally:
+        context.close()
+    assert outside == []
