@@ -123,7 +123,7 @@ def main() -> int:
         if opts.profile:
             from pyinstrument import Profiler
 
-            for (label, call), slug in zip(endpoints, ("home", "status", "webhook")):
+            for (label, call), slug in zip(endpoints, ("home", "status", "webhook"), strict=True):
                 profiler = Profiler(interval=0.0002)
                 profiler.start()
                 for _ in range(n):

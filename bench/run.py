@@ -46,7 +46,7 @@ import time
 from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -222,7 +222,7 @@ def connect(name: str) -> psycopg.Connection:
 
 def insert_orders(conn: psycopg.Connection, shopper_id: str, count: int, amount: int) -> list[tuple[str, str]]:
     """Orders awaiting payment with a Checkout Session, as checkout leaves them. Returns (public_id, session_id)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = []
     for _ in range(count):
         public_id = "ord_" + secrets.token_urlsafe(16)
@@ -348,7 +348,7 @@ def wrk(
             err = b""
         if spy.returncode:
             log(f"py-spy failed ({spy.returncode}): {err.decode(errors='replace')[-400:]}")
-    line = next((l for l in result.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
+    line = next((out for out in result.stdout.splitlines() if out.startswith("BENCH_JSON ")), None)
     if result.returncode != 0 or line is None:
         raise BenchError(f"wrk failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     raw = json.loads(line[len("BENCH_JSON "):])
@@ -688,7 +688,7 @@ def main() -> int:
         home, status = loads["home"], loads["status"]
         home_ratio = home.rate / loads["ceiling_home"].rate
         status_ratio = status.rate / loads["ceiling_status"].rate
-        total_errors = sum(l.errors for l in loads.values())
+        total_errors = sum(load.errors for load in loads.values())
         goals = {
             "home_ratio": (home_ratio >= GOAL_HOME_RATIO, f"≥ {GOAL_HOME_RATIO:.0%} of ceiling"),
             "status_ratio": (status_ratio >= GOAL_STATUS_RATIO, f"≥ {GOAL_STATUS_RATIO:.0%} of ceiling"),
@@ -735,10 +735,14 @@ def main() -> int:
         print("\n".join(table))
         print()
         print("CPU during each load (% of one core): "
-              + "; ".join(f"{name}: " + ", ".join(f"{k} {v:.0f}" for k, v in l.cpu.items() if v >= 1)
-                          for name, l in loads.items()))
+              + "; ".join(f"{name}: " + ", ".join(f"{k} {v:.0f}" for k, v in load.cpu.items() if v >= 1)
+                          for name, load in loads.items()))
 
-        busy = {name: l.cpu.get("other_processes", 0) for name, l in loads.items() if l.cpu.get("other_processes", 0) > 25}
+        busy = {
+            name: load.cpu.get("other_processes", 0)
+            for name, load in loads.items()
+            if load.cpu.get("other_processes", 0) > 25
+        }
         if busy:
             note = ("other processes used the CPUs during " + ", ".join(f"{k} ({v:.0f}% of a core)" for k, v in busy.items())
                     + ": this machine was shared, so these numbers are noisy; rerun on a quiet machine to compare")
@@ -746,7 +750,7 @@ def main() -> int:
             print(f"\nWARNING: {note}")
 
         results |= {
-            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": " ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
             "settings": {"duration_s": opts.duration, "connections": opts.connections, "warmup_s": warmup_secs,
                          "gunicorn": "gunicorn.conf.py (gthread, WEB_CONCURRENCY=2, GUNICORN_THREADS=" + os.environ.get("GUNICORN_THREADS", "4") + ")",
@@ -763,10 +767,10 @@ def main() -> int:
             "errors": errors,
             "table_markdown": "\n".join(table),
         }
-        for name, l in loads.items():
-            results["scenarios"][name] = {"rps": l.rate, "requests": l.requests, "seconds": l.seconds,
-                                          "p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "errors": l.errors,
-                                          "cpu_percent_of_core": l.cpu, "wrk": l.raw}
+        for name, load in loads.items():
+            results["scenarios"][name] = {"rps": load.rate, "requests": load.requests, "seconds": load.seconds,
+                                          "p50_ms": load.p50_ms, "p99_ms": load.p99_ms, "errors": load.errors,
+                                          "cpu_percent_of_core": load.cpu, "wrk": load.raw}
         all_goals = all(ok for ok, _ in goals.values())
         if errors:
             print("\nERRORS — these numbers can't be trusted:", file=sys.stderr)

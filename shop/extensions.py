@@ -5,7 +5,6 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
-
 # Stable constraint names, so migrations can alter them on every database.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

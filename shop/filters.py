@@ -1,7 +1,7 @@
 """Jinja filters for money and dates."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Flask
 
@@ -13,7 +13,7 @@ def isodate(moment: datetime) -> str:
 
 
 def humandate(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%d %b %Y, %H:%M UTC")
+    return moment.astimezone(UTC).strftime("%d %b %Y, %H:%M UTC")
 
 
 def init_app(app: Flask) -> None:

@@ -5,7 +5,7 @@ import csv
 import io
 import re
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask
@@ -49,7 +49,7 @@ def operator(admin_app: Flask) -> Operator:
 
 def make_orders(app: Flask, statuses: list[str], start: datetime | None = None) -> list[str]:
     """Orders straight into the database, one a minute from `start`; returns their public ids."""
-    start = start or datetime(2025, 3, 1, 12, tzinfo=timezone.utc)
+    start = start or datetime(2025, 3, 1, 12, tzinfo=UTC)
     with app.app_context():
         product = db.session.scalar(select(Product).order_by(Product.id))
         orders = [
@@ -128,7 +128,7 @@ def test_orders_list_shows_orders_newest_first(operator, admin_app, shop) -> Non
 
 
 def test_orders_list_filters_by_status_and_date(operator, admin_app) -> None:
-    march = make_orders(admin_app, ["paid", "failed", "paid"], start=datetime(2025, 3, 31, 23, 58, tzinfo=timezone.utc))
+    march = make_orders(admin_app, ["paid", "failed", "paid"], start=datetime(2025, 3, 31, 23, 58, tzinfo=UTC))
     # 23:58 and 23:59 on 31 March, 00:00 on 1 April (UTC).
     assert listed_ids(operator.get("/admin/?status=paid").get_data(as_text=True)) == [march[2], march[0]]
     assert listed_ids(operator.get("/admin/?from=2025-04-01").get_data(as_text=True)) == [march[2]]
@@ -183,7 +183,7 @@ def test_orders_list_runs_the_same_queries_for_many_orders(operator, admin_app) 
 
     make_orders(admin_app, ["paid"] * 2)
     few = statements_for_list_page()
-    make_orders(admin_app, ["paid"] * 30, start=datetime(2025, 4, 1, tzinfo=timezone.utc))
+    make_orders(admin_app, ["paid"] * 30, start=datetime(2025, 4, 1, tzinfo=UTC))
     assert statements_for_list_page() == few <= 3  # count, orders, items
 
 

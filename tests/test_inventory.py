@@ -86,7 +86,7 @@ def test_many_shoppers_racing_for_the_last_units_never_oversell(app):
         barrier.wait()
         answers.append(shopper.checkout({"enamel-mug": 1}, fields=fields).status_code)
 
-    threads = [threading.Thread(target=buy, args=pair) for pair in zip(shoppers, forms)]
+    threads = [threading.Thread(target=buy, args=pair) for pair in zip(shoppers, forms, strict=True)]
     for thread in threads:
         thread.start()
     for thread in threads:

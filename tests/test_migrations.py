@@ -1,11 +1,11 @@
 """The committed migrations: they build exactly the models' schema, and leave the catalogue."""
 from __future__ import annotations
 
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from collections.abc import Iterator
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import func, select
 

@@ -2,7 +2,7 @@
 import csv
 import io
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
@@ -30,7 +30,7 @@ CSV_HEADER = (
 
 @bp.app_template_filter("from_unix")
 def from_unix(timestamp: int) -> datetime:
-    return datetime.fromtimestamp(timestamp, timezone.utc)
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 @bp.get("/")

@@ -19,8 +19,15 @@ from . import core, objects
 from .core import ApiError
 from .models import Charge, CheckoutSession, Event, IdempotencyKey, Refund
 from .params import (
-    CREATE_REFUND_PARAMS, CREATE_SESSION_PARAMS, LIST_EVENTS_PARAMS, LIST_PARAMS, RETRIEVE_PARAMS,
-    Field, ParamError, parse_form, validate,
+    CREATE_REFUND_PARAMS,
+    CREATE_SESSION_PARAMS,
+    LIST_EVENTS_PARAMS,
+    LIST_PARAMS,
+    RETRIEVE_PARAMS,
+    Field,
+    ParamError,
+    parse_form,
+    validate,
 )
 
 bp = Blueprint("stripe_emulator_api", __name__, url_prefix="/_stripe/v1")

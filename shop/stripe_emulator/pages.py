@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, redirect, render_template, request
 from werkzeug.wrappers import Response
@@ -109,7 +109,7 @@ def _field_errors(form: dict[str, str], now: float) -> dict[str, str]:
     elif not expiry or not 1 <= int(expiry.group(1)) <= 12:
         errors["expiry"] = "Your card's expiration date is incomplete."
     else:
-        today = datetime.fromtimestamp(now, timezone.utc)
+        today = datetime.fromtimestamp(now, UTC)
         if (2000 + int(expiry.group(2)), int(expiry.group(1))) < (today.year, today.month):
             errors["expiry"] = "Your card's expiration year is in the past."
     if not form["cvc"]:

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
 from playwright.sync_api import Browser, sync_playwright
+from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from shop.cli import seed_products
@@ -24,7 +24,6 @@ from shop.extensions import db
 from shop.models import Order
 from tests.conftest import IN_CI, make_app
 from tests.helpers import CSRF_FIELD, TOKEN_FIELD
-
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -149,7 +148,7 @@ def new_context(browser) -> Iterator[Callable[..., tuple[object, RequestLog]]]:
         return context, log
 
     yield factory
-    for context, log in made:
+    for context, _ in made:
         context.close()
     blocked = [url for _, log in made for url in log.blocked]
     assert not blocked, f"requests left 127.0.0.1: {blocked}"

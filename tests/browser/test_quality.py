@@ -14,7 +14,6 @@ from sqlalchemy import select
 
 from shop.extensions import db
 from shop.models import Product
-
 from tests.browser.conftest import GOOD_CARD, SCREENSHOTS, LiveShop, order_over_http, screenshot
 
 pytestmark = pytest.mark.sqlite_only

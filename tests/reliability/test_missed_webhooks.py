@@ -110,7 +110,7 @@ def test_sync_after_partial_delivery_applies_only_what_was_missed(app):
 def test_sync_running_while_webhooks_arrive_applies_each_event_once(app):
     shoppers = [ShopClient(app) for _ in range(6)]
     orders = [shopper.start({"field-notebook": 1}) for shopper in shoppers]
-    for shopper, order in zip(shoppers, orders):
+    for shopper, order in zip(shoppers, orders, strict=True):
         pay(shopper, order.checkout_url)
     outputs: list[str] = []
     sync = threading.Thread(target=lambda: outputs.append(run_sync(app).output))
