@@ -3,16 +3,16 @@
     pending ──► awaiting_payment ──► paid ──► partially_refunded ──► refunded
        │              │    └──► processing ──► paid / failed
        │              ├──► failed
-       └──► failed    └──► expired
-            expired
+       └──► failed    ├──► expired
+            expired   └──► cancelled (the shopper left Stripe's page and Stripe closed the session)
 
 Each transition is one conditional UPDATE (`... WHERE status IN (allowed sources)`), so
 concurrent or repeated deliveries apply it at most once, and nothing moves a paid order
 backwards. A verified payment is never dropped: `paid` is also reachable from `failed`
-and `expired`, because money that Stripe says it took must show on the order.
+`expired` and `cancelled`, because money that Stripe says it took must show on the order.
 
 Stock: placing an order reserves its units (a conditional UPDATE, so concurrent shoppers
-can't oversell); entering `failed` or `expired` returns them; `paid` keeps them.
+can't oversell); entering `failed`, `expired` or `cancelled` returns them; `paid` keeps them.
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class OrderStatus(StrEnum):
     PAID = "paid"
     FAILED = "failed"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
 
@@ -49,9 +50,10 @@ S = OrderStatus
 ALLOWED_SOURCES: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.AWAITING_PAYMENT: frozenset({S.PENDING}),
     S.PROCESSING: frozenset({S.AWAITING_PAYMENT}),
-    S.PAID: frozenset({S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED, S.EXPIRED}),
+    S.PAID: frozenset({S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED, S.EXPIRED, S.CANCELLED}),
     S.FAILED: frozenset({S.PENDING, S.AWAITING_PAYMENT, S.PROCESSING}),
     S.EXPIRED: frozenset({S.PENDING, S.AWAITING_PAYMENT}),
+    S.CANCELLED: frozenset({S.AWAITING_PAYMENT}),
     S.PARTIALLY_REFUNDED: frozenset({S.PAID, S.PARTIALLY_REFUNDED}),
     S.REFUNDED: frozenset({S.PAID, S.PARTIALLY_REFUNDED}),
 }
@@ -217,6 +219,15 @@ def record_checkout_session(order: Order, session_id: str, url: str) -> None:
 def mark_checkout_failed(order: Order) -> None:
     """Stripe could not create a session: the order will never be paid, so say so."""
     _transition(order, S.FAILED)
+
+
+def mark_cancelled(order: Order) -> bool:
+    """The shopper cancelled and Stripe confirmed the session can no longer be paid.
+
+    A later `checkout.session.expired` for the same session then changes nothing, so the
+    order keeps reading as the shopper's own cancellation.
+    """
+    return _transition(order, S.CANCELLED)
 
 
 def expire_stale_pending(older_than: timedelta, now: datetime | None = None) -> int:

@@ -89,15 +89,29 @@ def create_checkout_session(order: Order, success_url: str, cancel_url: str) -> 
     return CheckoutSession(id=session.id, url=session.url or "")
 
 
-def expire_checkout_session(session_id: str) -> bool:
-    """Expire an open session so it can no longer be paid. False if it was not open."""
+@dataclass(frozen=True)
+class SessionState:
+    """How a Checkout Session stands at Stripe: `status` open/complete/expired, and `payment_status`."""
+
+    status: str
+    payment_status: str
+
+
+def expire_checkout_session(session_id: str) -> SessionState:
+    """Expire an open session so it can no longer be paid, and say how it stands afterwards.
+
+    Stripe refuses to expire a session that is no longer open (it may have just been paid):
+    then the session is read back, so the caller learns the truth instead of assuming it.
+    """
+    sessions = _client().v1.checkout.sessions
     try:
-        _client().v1.checkout.sessions.expire(session_id)
-    except stripe.InvalidRequestError:
-        return False
+        try:
+            session = sessions.expire(session_id)
+        except stripe.InvalidRequestError:
+            session = sessions.retrieve(session_id)
     except stripe.StripeError as exc:
         raise PaymentProviderError(str(exc)) from exc
-    return True
+    return SessionState(status=session.status or "", payment_status=session.payment_status or "")
 
 
 def refund_remaining(order: Order) -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import ShopClient, get_order, post_event, session_event, snapshot
+from shop import stripe_emulator
+from tests.helpers import ShopClient, get_order, pay, post_event, record_stripe_calls, session_event, snapshot
 
 
 @pytest.fixture
@@ -80,15 +81,16 @@ def test_status_is_hidden_from_other_browsers_and_bad_ids(app, order, path):
     assert "status" not in response.json
 
 
-def test_cancel_expires_the_session_and_says_nothing_was_charged(app, shop, order):
+def test_cancel_expires_the_session_and_the_order_reads_cancelled(app, shop, order):
     response = shop.http.get(f"/checkout/cancel?order={order.public_id}", follow_redirects=True)
     assert response.request.path == "/"
-    assert "Nothing was charged" in response.get_data(as_text=True)
-    # The emulator expired the session; its webhook is what expires the order.
-    from shop import stripe_emulator
-
+    html = response.get_data(as_text=True)
+    assert "Checkout cancelled. Nothing was charged." in html
+    assert ">Cancelled<" in html and "Awaiting payment" not in html  # the banner and the list agree
+    # Stripe's `checkout.session.expired` for the session arrives later and changes nothing.
     stripe_emulator.tick(app)
-    assert get_order(app, order.public_id).status == "expired"
+    assert get_order(app, order.public_id).status == "cancelled"
+    assert ">Cancelled<" in shop.http.get("/").get_data(as_text=True)
 
 
 @pytest.mark.parametrize("query, status", [("", 400), ("?order=bad", 400), ("?order=ord_doesnotexistdoesnotexi", 404)])
@@ -144,3 +146,35 @@ def test_home_page_queries_do_not_grow_with_the_number_of_orders(app, shop):
     for quantity in range(2, 8):
         shop.start({"enamel-mug": quantity, "canvas-tote": 1})
     assert statements_for_home() == with_one
+
+
+def test_cancel_after_paying_says_paid_not_nothing_was_charged(app, shop, order):
+    """The shopper paid, then opened the cancel link before the webhook landed."""
+    assert pay(shop, order.checkout_url).status_code == 303
+    response = shop.http.get(f"/checkout/cancel?order={order.public_id}", follow_redirects=True)
+    html = response.get_data(as_text=True)
+    assert "Nothing was charged" not in html
+    assert "already paid for this order, so it was not cancelled" in html
+    assert response.request.path == "/checkout/success"  # the page that follows the payment
+    stripe_emulator.tick(app)
+    assert get_order(app, order.public_id).status == "paid"
+
+
+def test_cancel_while_a_bank_transfer_is_processing_says_payment_in_progress(app, shop, order):
+    assert pay(shop, order.checkout_url, method="bank_transfer").status_code == 303
+    for webhook_landed in (False, True):
+        response = shop.http.get(f"/checkout/cancel?order={order.public_id}", follow_redirects=True)
+        html = response.get_data(as_text=True)
+        assert "Nothing was charged" not in html, webhook_landed
+        assert "payment is already in progress, so this order was not cancelled" in html
+        stripe_emulator.tick(app)
+        assert get_order(app, order.public_id).status == "processing"
+
+
+def test_cancel_that_stripe_cannot_confirm_does_not_claim_a_cancellation(app, shop, order):
+    record_stripe_calls(app, failures=["500", "500", "500"])
+    response = shop.http.get(f"/checkout/cancel?order={order.public_id}", follow_redirects=True)
+    html = response.get_data(as_text=True)
+    assert "Checkout cancelled" not in html
+    assert "couldn&#39;t reach Stripe to cancel" in html
+    assert get_order(app, order.public_id).status == "awaiting_payment"

@@ -93,7 +93,7 @@ def test_cancelled_session_cannot_be_paid_afterwards(app, shop):
     shop.http.get(f"/checkout/cancel?order={order.public_id}")
     assert pay(shop, order.checkout_url).status_code == 409
     stripe_emulator.tick(app)
-    assert get_order(app, order.public_id).status == "expired"
+    assert get_order(app, order.public_id).status == "cancelled"
 
 
 def test_completed_session_cannot_be_paid_twice(app, shop):

@@ -5,7 +5,7 @@ import re
 from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import stripe_gateway
+from .. import orders, stripe_gateway
 from ..catalog.queries import active_products
 from ..extensions import db
 from ..filters import isodate
@@ -43,9 +43,9 @@ def create():
         return redirect(order.checkout_url, code=303)
     if order.stripe_session_id and (order.status in PAID_STATES or order.status == OrderStatus.PROCESSING):
         return redirect(url_for(".success", session_id=order.stripe_session_id), code=303)
-    if order.status == OrderStatus.EXPIRED:
-        message = "This checkout has expired. Nothing was charged; please start a new order."
-        return render_template("error.html", title="Checkout expired", message=message), 409
+    if order.status in (OrderStatus.EXPIRED, OrderStatus.CANCELLED):
+        message = f"This checkout was {order.status}. Nothing was charged; please start a new order."
+        return render_template("error.html", title=f"Checkout {order.status}", message=message), 409
     return _payment_unavailable()
 
 
@@ -74,26 +74,66 @@ def success():
     return render_template("success.html", order=order, status_url=status_url)
 
 
+CANCEL_UNCONFIRMED = (
+    "We couldn't reach Stripe to cancel this checkout. If you didn't pay, nothing is charged "
+    "and the checkout closes by itself within 30 minutes."
+)
+CANCEL_NOT_PAYABLE = "This checkout can no longer be paid. Nothing was charged."
+CANCEL_MESSAGES = {
+    OrderStatus.CANCELLED: ("info", "Checkout cancelled. Nothing was charged."),
+    OrderStatus.EXPIRED: ("info", "This checkout had already expired. Nothing was charged."),
+    OrderStatus.FAILED: ("info", "This payment didn't go through. Nothing was charged."),
+    OrderStatus.PROCESSING: (
+        "warning",
+        "Your payment is already in progress, so this order was not cancelled. "
+        "It will show as paid once the bank transfer clears.",
+    ),
+    **{
+        status: ("info", "You have already paid for this order, so it was not cancelled.")
+        for status in PAID_STATES
+    },
+}
+
+
 @bp.get("/checkout/cancel")
 def cancel():
-    """The shopper left Stripe's page: expire the session so it can't be paid later."""
+    """The shopper left Stripe's page: close the session, then say what is true of the order.
+
+    Only a session Stripe confirms it closed makes the order `cancelled`. A session that was
+    paid (or whose bank transfer is under way) before the shopper came back stays as it is,
+    and the shopper is told so, on the page that follows the payment.
+    """
     public_id = request.args.get("order", "")
     if not ORDER_ID.fullmatch(public_id):
         abort(400, description="The cancel link is missing its order reference.")
     order = db.session.scalar(select(Order).where(Order.public_id == public_id))
     if order is None or order.shopper_id != current_shopper_id():
         abort(404, description="We have no such order for this browser.")
+    outcome = order.status
     if order.status == OrderStatus.AWAITING_PAYMENT and order.stripe_session_id:
         try:
-            stripe_gateway.expire_checkout_session(order.stripe_session_id)
+            session = stripe_gateway.expire_checkout_session(order.stripe_session_id)
         except stripe_gateway.PaymentProviderError:
-            # The session still expires on its own after 30 minutes.
-            pass
-    if order.status in PAID_STATES:
-        flash("This order was already paid, so it was not cancelled.", "info")
-    else:
-        flash("Checkout cancelled. Nothing was charged.", "info")
+            flash(CANCEL_UNCONFIRMED, "warning")
+            return redirect(url_for("catalog.index"), code=303)
+        outcome = _outcome_of(session)
+        if outcome == OrderStatus.CANCELLED:
+            orders.mark_cancelled(order)
+            db.session.commit()
+    category, message = CANCEL_MESSAGES.get(outcome, ("info", CANCEL_NOT_PAYABLE))
+    flash(message, category)
+    if outcome in PAID_STATES or outcome == OrderStatus.PROCESSING:
+        return redirect(url_for(".success", session_id=order.stripe_session_id), code=303)
     return redirect(url_for("catalog.index"), code=303)
+
+
+def _outcome_of(session: stripe_gateway.SessionState) -> str:
+    """The order state a Checkout Session's state at Stripe stands for."""
+    if session.status == "expired":
+        return OrderStatus.CANCELLED
+    if session.payment_status == "paid":
+        return OrderStatus.PAID
+    return OrderStatus.PROCESSING
 
 
 @bp.get("/orders/<public_id>/status")

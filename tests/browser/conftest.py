@@ -21,7 +21,7 @@ from werkzeug.serving import make_server
 
 from shop.cli import seed_products
 from shop.extensions import db
-from shop.models import Order
+from shop.models import Order, StripeEvent
 from tests.conftest import IN_CI, make_app
 from tests.helpers import CSRF_FIELD, TOKEN_FIELD
 
@@ -58,6 +58,13 @@ class LiveShop:
             count = db.session.scalar(query) or 0
             db.session.remove()
             return count
+
+    def events(self, event_type: str) -> int:
+        """How many Stripe events of this type the shop has recorded."""
+        with self.app.app_context():
+            count = db.session.scalar(select(func.count()).select_from(StripeEvent).where(StripeEvent.type == event_type))
+            db.session.remove()
+            return count or 0
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@
   var url = root.dataset.statusUrl;
   var labels = {
     pending: "Awaiting payment", awaiting_payment: "Awaiting payment", processing: "Payment processing",
-    paid: "Paid", failed: "Payment failed", expired: "Expired",
+    paid: "Paid", failed: "Payment failed", expired: "Expired", cancelled: "Cancelled",
     partially_refunded: "Partially refunded", refunded: "Refunded"
   };
   var paidStates = ["paid", "partially_refunded", "refunded"];
