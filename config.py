@@ -52,6 +52,8 @@ class Config:
     STRIPE_WEBHOOK_SECRETS = _secrets(os.environ.get("STRIPE_WEBHOOK_SECRET"))
     # None: Stripe's own API. Set to talk to a stand-in (e.g. another process's emulator).
     STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE") or None
+    # Production sends the secret key to STRIPE_API_BASE only when this opt-in is set.
+    ALLOW_STRIPE_API_BASE = _flag("ALLOW_STRIPE_API_BASE")
     STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
     ALLOW_LIVE_PAYMENTS = _flag("ALLOW_LIVE_PAYMENTS")
 
@@ -79,6 +81,13 @@ class Config:
     # Offline mode: the built-in Stripe emulator stands in for Stripe's API.
     STRIPE_OFFLINE = False
 
+    # Rate limits on starting a checkout (README "Deploying"), in Flask-Limiter's notation;
+    # counted in Redis when REDIS_URL is set, else in each process's memory.
+    REDIS_URL = os.environ.get("REDIS_URL") or None
+    RATELIMIT_ENABLED = True
+    CHECKOUT_LIMIT_PER_IP = os.environ.get("CHECKOUT_LIMIT_PER_IP") or "10 per minute; 30 per hour"
+    CHECKOUT_LIMIT_PER_BROWSER = os.environ.get("CHECKOUT_LIMIT_PER_BROWSER") or "5 per minute; 15 per hour"
+
 
 class DevelopmentConfig(Config):
     APP_ENV = "development"
@@ -97,6 +106,9 @@ class TestingConfig(DevelopmentConfig):
     STRIPE_WEBHOOK_SECRETS: list[str] = []
     STRIPE_OFFLINE = True
     STRIPE_MAX_NETWORK_RETRIES = 0
+    # Tests make many checkouts from one client; the rate limit tests switch limits on.
+    RATELIMIT_ENABLED = False
+    REDIS_URL = None
 
 
 class ProductionConfig(Config):
@@ -110,8 +122,13 @@ CONFIGS: dict[str, type[Config]] = {
 }
 
 
+# Shortest secrets production accepts: a signing key worth its name, a password not guessed online.
+MIN_SECRET_KEY_LENGTH = 32
+MIN_ADMIN_PASSWORD_LENGTH = 12
+
+
 def check_production(config: dict) -> None:
-    """Refuse to run production with missing secrets, debug on, or unintended live keys."""
+    """Refuse to run production with missing or weak secrets, debug on, or unintended Stripe settings."""
     missing = [
         name
         for name, value in (
@@ -134,4 +151,27 @@ def check_production(config: dict) -> None:
     if str(config["STRIPE_SECRET_KEY"]).startswith(("sk_live_", "rk_live_")) and not config.get("ALLOW_LIVE_PAYMENTS"):
         raise ConfigError(
             "Refusing to start with a live Stripe key: set ALLOW_LIVE_PAYMENTS=1 to take real payments."
+        )
+    _check_weak_settings(config)
+
+
+def _check_weak_settings(config: dict) -> None:
+    if len(config["SECRET_KEY"]) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(
+            f"Refusing to start in production: SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters. "
+            "Use a long random one, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(48))'."
+        )
+    if config.get("ADMIN_USERNAME") and len((config.get("ADMIN_PASSWORD") or "").strip()) < MIN_ADMIN_PASSWORD_LENGTH:
+        raise ConfigError(
+            f"Refusing to start in production: ADMIN_USERNAME is set but ADMIN_PASSWORD is shorter than "
+            f"{MIN_ADMIN_PASSWORD_LENGTH} characters. Set a long random password, or unset ADMIN_USERNAME."
+        )
+    if not str(config["STRIPE_SECRET_KEY"]).startswith(("sk_", "rk_")):
+        raise ConfigError(
+            "Refusing to start in production: STRIPE_SECRET_KEY must be a secret (sk_...) or restricted (rk_...) key."
+        )
+    if config.get("STRIPE_API_BASE") and not config.get("ALLOW_STRIPE_API_BASE"):
+        raise ConfigError(
+            "Refusing to start in production: STRIPE_API_BASE would send the secret key to "
+            f"{config['STRIPE_API_BASE']}; unset it, or set ALLOW_STRIPE_API_BASE=1 if that host is yours."
         )

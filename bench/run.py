@@ -526,6 +526,10 @@ def main() -> int:
             "STRIPE_SECRET_KEY": "sk_test_bench",
             "STRIPE_WEBHOOK_SECRET": webhook_secret,
             "STRIPE_API_BASE": emulator_url,
+            "ALLOW_STRIPE_API_BASE": "1",  # production refuses a non-Stripe API base without it
+            # wrk starts thousands of checkouts from one address and browser: measure, don't limit.
+            "CHECKOUT_LIMIT_PER_IP": "1000000 per second",
+            "CHECKOUT_LIMIT_PER_BROWSER": "1000000 per second",
         }
         emulator_env = base_env | {
             "APP_ENV": "development",

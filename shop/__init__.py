@@ -47,7 +47,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
         stripe_emulator.init_app(app)
 
-    from . import admin, catalog, checkout, cli, errors, filters, ops, security, webhooks
+    from . import admin, catalog, checkout, cli, errors, filters, limits, ops, security, webhooks
 
     filters.init_app(app)
     errors.init_app(app)
@@ -58,6 +58,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(admin.bp)
+    limits.init_app(app)
     return app
 
 

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 from flask import Flask, jsonify, render_template, request
+from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
+
+from .limits import retry_after_seconds
 
 TITLES = {
     400: "That request didn't look right",
@@ -12,6 +15,7 @@ TITLES = {
     409: "That was already done",
     413: "That request was too large",
     415: "Unsupported content type",
+    429: "Too many checkouts at once",
     500: "Something went wrong on our side",
 }
 
@@ -38,6 +42,19 @@ def init_app(app: Flask) -> None:
             return error
         return _render(error.code, error.description or "")
 
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(error: RateLimitExceeded):
+        retry_after = retry_after_seconds(error)
+        page = render_template("rate_limited.html", title=TITLES[429], wait=_in_words(retry_after))
+        return page, 429, {"Retry-After": str(retry_after)}
+
     @app.errorhandler(InternalServerError)
     def server_error(error: InternalServerError):
         return _render(500, "Please try again in a moment. If you were paying, no order was charged twice.")
+
+
+def _in_words(seconds: int) -> str:
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = -(-seconds // 60)
+    return f"{minutes} minutes"

@@ -2,8 +2,9 @@
 
 Every test that uses `app` runs once per database backend. PostgreSQL is reached at
 TEST_DATABASE_URL (default: the local server's `postgres` database); the suite creates its
-own database there and drops it at the end. Without a reachable server those runs skip,
-except under CI=true, where they fail.
+own database there and drops it at the end. Redis (for the rate limit tests) is reached at
+TEST_REDIS_URL. Without a reachable server those tests skip, except under CI=true, where
+they fail.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import URL, create_engine, make_url, text
@@ -26,6 +28,8 @@ from shop.extensions import db
 from tests.helpers import ShopClient
 
 PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+# A Redis database the suite may empty at will (the rate limit tests count checkouts there).
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
@@ -102,6 +106,25 @@ def postgres_database() -> Iterator[str]:
         rendered = url.render_as_string(hide_password=False)
         _migrate(rendered)
         yield rendered
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """TEST_REDIS_URL, emptied. Skips (fails under CI) when the server can't be reached."""
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.flushdb()
+    except redis.RedisError as exc:
+        message = (
+            f"Redis is not reachable at {TEST_REDIS_URL} ({exc}). "
+            "Start it, or point TEST_REDIS_URL at a Redis database the tests may empty."
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        client.close()
+    return TEST_REDIS_URL
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ VENV_BIN = Path(sys.executable).parent
 # Settings a developer's environment or .env could supply; subprocesses get only what a test gives.
 APP_SETTINGS = (
     "APP_ENV", "SECRET_KEY", "DATABASE_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE",
-    "ALLOW_LIVE_PAYMENTS", "ADMIN_USERNAME", "ADMIN_PASSWORD", "FLASK_DEBUG", "FLASK_APP",
+    "ALLOW_LIVE_PAYMENTS", "ALLOW_STRIPE_API_BASE", "ADMIN_USERNAME", "ADMIN_PASSWORD", "FLASK_DEBUG", "FLASK_APP",
+    "REDIS_URL", "CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER",
 )
 
 

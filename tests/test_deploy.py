@@ -72,15 +72,16 @@ def test_logs_are_one_line_per_event_on_stdout(tmp_path, capsys: pytest.CaptureF
 
 def test_app_json_describes_every_setting() -> None:
     manifest = json.loads((REPO_ROOT / "app.json").read_text())
-    assert manifest["addons"] == ["heroku-postgresql"]
+    assert manifest["addons"] == ["heroku-postgresql", "heroku-redis"]  # heroku-redis sets REDIS_URL
     assert "web" in manifest["formation"]
     env = manifest["env"]
     assert set(env) == {
         "SECRET_KEY", "APP_ENV", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "SHOP_CURRENCY", "ALLOW_LIVE_PAYMENTS",
         "ADMIN_USERNAME", "ADMIN_PASSWORD", "STRIPE_MAX_NETWORK_RETRIES", "WEB_CONCURRENCY", "GUNICORN_THREADS",
+        "CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER",
     }
     assert all(setting["description"] for setting in env.values())
-    assert env["SECRET_KEY"]["generator"] == "secret"
+    assert env["SECRET_KEY"]["generator"] == "secret"  # 64 hex characters: production wants at least 32
     assert env["APP_ENV"]["value"] == "production"
     assert env["ALLOW_LIVE_PAYMENTS"]["value"] == "0"
 

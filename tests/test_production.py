@@ -22,7 +22,7 @@ def production_settings(database_url: str = "sqlite:///:memory:", **overrides: A
     return {
         "APP_ENV": "production",
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SECRET_KEY": "a-long-random-production-secret",
+        "SECRET_KEY": "a-long-random-production-secret-key",
         "STRIPE_SECRET_KEY": "sk_test_dummy",
         "STRIPE_WEBHOOK_SECRETS": ["whsec_dummy"],
         "DEBUG": False,
@@ -89,6 +89,78 @@ def test_an_unknown_app_env_is_refused() -> None:
         create_app({"APP_ENV": "prod"})
 
 
+# A production environment that starts; each weak variant below changes one setting.
+STRONG_ENV = {
+    "APP_ENV": "production",
+    "SECRET_KEY": "x" * 32,
+    "DATABASE_URL": "sqlite:///:memory:",
+    "STRIPE_SECRET_KEY": "sk_test_dummy",
+    "STRIPE_WEBHOOK_SECRET": "whsec_dummy",
+    "ADMIN_USERNAME": "operator",
+    "ADMIN_PASSWORD": "p" * 12,
+}
+
+
+@pytest.mark.parametrize(
+    "weak, message",
+    [
+        (
+            {"SECRET_KEY": "x" * 31},
+            "Error: Refusing to start in production: SECRET_KEY is shorter than 32 characters.",
+        ),
+        (
+            {"ADMIN_PASSWORD": "p" * 11},
+            "Error: Refusing to start in production: ADMIN_USERNAME is set but ADMIN_PASSWORD is shorter than 12 characters.",
+        ),
+        (
+            {"ADMIN_PASSWORD": " "},
+            "Error: Refusing to start in production: ADMIN_USERNAME is set but ADMIN_PASSWORD is shorter than 12 characters.",
+        ),
+        (
+            {"ADMIN_PASSWORD": ""},
+            "Error: Refusing to start in production: ADMIN_USERNAME is set but ADMIN_PASSWORD is shorter than 12 characters.",
+        ),
+        (
+            {"STRIPE_SECRET_KEY": "pk_test_abc"},
+            "Error: Refusing to start in production: STRIPE_SECRET_KEY must be a secret (sk_...) or restricted (rk_...) key.",
+        ),
+        (
+            {"STRIPE_API_BASE": "https://api.example.net"},
+            "Error: Refusing to start in production: STRIPE_API_BASE would send the secret key to https://api.example.net;",
+        ),
+    ],
+)
+def test_a_weak_production_setting_exits_non_zero_with_its_message(weak: dict[str, str], message: str) -> None:
+    result = run([str(VENV_BIN / "flask"), "--app", "wsgi", "routes"], app_env(**{**STRONG_ENV, **weak}))
+    assert result.returncode != 0
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_strong_production_environment_starts() -> None:
+    """The baseline of the test above: without its one weak setting, the same environment runs."""
+    result = run([str(VENV_BIN / "flask"), "--app", "wsgi", "routes"], app_env(**STRONG_ENV))
+    assert result.returncode == 0, result.stderr
+    assert "/checkout" in result.stdout
+
+
+@pytest.mark.parametrize("key", ["sk_test_abc", "rk_test_abc"])
+def test_production_accepts_secret_and_restricted_keys(key: str) -> None:
+    assert production_app(STRIPE_SECRET_KEY=key).config["STRIPE_SECRET_KEY"] == key
+
+
+def test_production_accepts_stripe_api_base_only_with_its_opt_in() -> None:
+    with pytest.raises(ConfigError, match="ALLOW_STRIPE_API_BASE=1"):
+        production_app(STRIPE_API_BASE="http://127.0.0.1:9")
+    app = production_app(STRIPE_API_BASE="http://127.0.0.1:9", ALLOW_STRIPE_API_BASE=True)
+    assert app.config["STRIPE_API_BASE"] == "http://127.0.0.1:9"
+
+
+def test_production_without_an_operator_view_needs_no_admin_password() -> None:
+    assert production_app(ADMIN_USERNAME=None, ADMIN_PASSWORD=None).config["ADMIN_USERNAME"] is None
+
+
 def test_flask_cli_without_secrets_exits_with_one_clear_line() -> None:
     result = run([str(VENV_BIN / "flask"), "--app", "wsgi", "routes"], app_env(APP_ENV="production"))
     assert result.returncode != 0
@@ -102,7 +174,7 @@ def test_flask_cli_without_secrets_exits_with_one_clear_line() -> None:
 def test_production_never_imports_the_stripe_emulator(tmp_path) -> None:
     env = app_env(
         APP_ENV="production",
-        SECRET_KEY="s3cret",
+        SECRET_KEY="a-long-random-production-secret-key",
         DATABASE_URL=f"sqlite:///{tmp_path / 'shop.sqlite'}",
         STRIPE_SECRET_KEY="sk_test_dummy",
         STRIPE_WEBHOOK_SECRET="whsec_dummy",

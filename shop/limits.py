@@ -1,0 +1,102 @@
+"""Rate limits on starting a checkout, per client IP and per browser (Flask-Limiter).
+
+Only `POST /checkout` is limited: it reserves stock and opens a Stripe session, which is
+what scalpers and card testers repeat. The webhook, the status polling and every page stay
+unlimited, so Stripe's deliveries and a success page's polling are never refused.
+
+Counts live in Redis when `REDIS_URL` is set (shared by every worker and dyno), otherwise in
+each process's memory. If Redis stops answering, each worker counts in its own memory until
+it answers again (logged as a warning): shoppers are never refused because Redis is down.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from flask import Flask, current_app, request
+from flask_limiter import Limiter, RateLimitExceeded
+from limits import parse_many
+
+from config import ConfigError
+
+from .shoppers import current_shopper_id
+
+# The view that starts a checkout; the only one limited.
+CHECKOUT_ENDPOINT = "checkout.create"
+LIMIT_SETTINGS = ("CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER")
+# A Redis that hangs must not hold a checkout for long before the in-memory fallback takes over.
+REDIS_TIMEOUT_SECONDS = 0.5
+
+log = logging.getLogger("shop.limits")
+
+
+def client_ip() -> str:
+    """The client's address as the platform's router reports it (through ProxyFix)."""
+    return "ip:" + (request.remote_addr or "unknown")
+
+
+def browser() -> str:
+    """The browser, by the shopper id in its signed session cookie (created if new)."""
+    return "browser:" + str(current_shopper_id(create=True))
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its own limiter and put the checkout limits on its checkout view.
+
+    Call after the checkout blueprint is registered. One limiter per app, because
+    Flask-Limiter keeps its storage on the limiter object.
+    """
+    config = app.config
+    for name in LIMIT_SETTINGS:
+        try:
+            parse_many(config[name])
+        except ValueError:
+            raise ConfigError(f"{name}={config[name]!r} is not a rate limit like '10 per minute; 30 per hour'.") from None
+    redis_url = config.get("REDIS_URL")
+    if not redis_url and config["APP_ENV"] == "production" and config["RATELIMIT_ENABLED"]:
+        log.warning("REDIS_URL is not set: checkout rate limits are counted separately by each worker process")
+
+    limiter = Limiter(
+        key_func=client_ip,
+        storage_uri=redis_url or "memory://",
+        storage_options=_redis_options(redis_url) if redis_url else {},
+        strategy="moving-window",
+        key_prefix="shop",
+        in_memory_fallback_enabled=True,  # Redis down: count per worker, don't refuse shoppers
+        swallow_errors=True,  # and if even that fails, let the checkout through (logged)
+        headers_enabled=False,  # the 429 page sets Retry-After; other answers need no extra Redis call
+    )
+    limiter.init_app(app)
+    app.extensions["shop_limiter"] = limiter
+    _route_logs_to_the_shops_handler(logging.getLogger("flask-limiter"))
+
+    view = app.view_functions[CHECKOUT_ENDPOINT]
+    view = limiter.limit(lambda: current_app.config["CHECKOUT_LIMIT_PER_BROWSER"], key_func=browser)(view)
+    view = limiter.limit(lambda: current_app.config["CHECKOUT_LIMIT_PER_IP"], key_func=client_ip)(view)
+    app.view_functions[CHECKOUT_ENDPOINT] = view
+
+
+def _redis_options(url: str) -> dict:
+    options: dict = {"socket_connect_timeout": REDIS_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS}
+    if url.startswith("rediss://"):
+        # Heroku's Key-Value Store serves TLS with a self-signed certificate.
+        options["ssl_cert_reqs"] = "none"
+    return options
+
+
+def _route_logs_to_the_shops_handler(logger: logging.Logger) -> None:
+    """Flask-Limiter's warnings (e.g. storage unreachable) as one-line logs, like the shop's."""
+    logger.handlers[:] = logging.getLogger("shop").handlers
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+def retry_after_seconds(error: RateLimitExceeded) -> int:
+    """Whole seconds until the breached limit lets this client start a checkout again."""
+    limiter: Limiter = current_app.extensions["shop_limiter"]
+    try:
+        reset_at = limiter.current_limit.reset_at  # type: ignore[union-attr]
+        return max(1, math.ceil(reset_at - time.time()))
+    except Exception:  # storage gone mid-request: the whole window is a safe upper bound
+        return int(error.limit.limit.get_expiry())

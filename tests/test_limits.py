@@ -1,0 +1,176 @@
+"""Rate limits on starting a checkout: per client IP and per browser, on a real Redis.
+
+The suite's testing config switches limits off (other tests make many checkouts from one
+client); every test here switches the shop's real default limits on.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from http.cookiejar import CookieJar
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from flask import Flask
+
+from config import Config, ConfigError
+from tests.conftest import seeded_app
+from tests.helpers import CSRF_FIELD, TOKEN_FIELD, ShopClient, get_order, pay, post_event, session_event
+from tests.processes import REPO_ROOT, VENV_BIN, app_env, free_port, procfile, wait_until_serving
+
+
+def limited_app(database_url: str, redis_url: str | None, **overrides) -> AbstractContextManager[Flask]:
+    """The shop with its production limits on, counting in Redis (or memory without a URL)."""
+    return seeded_app(database_url, RATELIMIT_ENABLED=True, REDIS_URL=redis_url, **overrides)
+
+
+class Browser(ShopClient):
+    """A shopper's browser behind the given address, as the platform's router reports it."""
+
+    def __init__(self, app: Flask, ip: str) -> None:
+        super().__init__(app)
+        self.http.environ_base["HTTP_X_FORWARDED_FOR"] = ip
+
+
+def retry_after(response) -> int:
+    value = response.headers["Retry-After"]
+    assert value.isdigit(), value
+    return int(value)
+
+
+def test_the_default_limits_let_a_shopper_retry_and_stop_a_burst() -> None:
+    """What the README promises: at least a few checkouts a minute per browser, at most 10 per IP."""
+    assert Config.CHECKOUT_LIMIT_PER_IP == "10 per minute; 30 per hour"
+    assert Config.CHECKOUT_LIMIT_PER_BROWSER == "5 per minute; 15 per hour"
+
+
+def test_one_browser_is_limited_even_when_its_address_changes(database_url: str, redis_url: str) -> None:
+    with limited_app(database_url, redis_url) as app:
+        browser = ShopClient(app)
+        codes = []
+        for n in range(6):
+            browser.http.environ_base["HTTP_X_FORWARDED_FOR"] = f"192.0.2.{n + 1}"
+            codes.append(browser.checkout({"enamel-mug": 1}).status_code)
+        assert codes == [303] * 5 + [429]  # 5 per minute per browser
+
+        # The same address with another browser is still welcome.
+        assert Browser(app, "192.0.2.6").checkout({"enamel-mug": 1}).status_code == 303
+
+
+def test_a_limited_address_still_gets_its_status_polls_and_stripe_its_webhooks(database_url: str, redis_url: str) -> None:
+    address = "203.0.113.5"
+    with limited_app(database_url, redis_url) as app:
+        shopper = Browser(app, address)
+        order = shopper.start({"canvas-tote": 1})
+        codes = [Browser(app, address).checkout({"enamel-mug": 1}).status_code for _ in range(10)]
+        assert codes[-1] == 429
+
+        status_url = f"/orders/{order.public_id}/status?session_id={order.stripe_session_id}"
+        assert {shopper.http.get(status_url).status_code for _ in range(50)} == {200}
+        assert shopper.http.get("/").status_code == 200
+
+        pay(shopper, order.checkout_url)
+        completed = session_event(get_order(app, order.public_id), "checkout.session.completed")
+        deliveries = [post_event(app, completed, **{"X-Forwarded-For": address}).status_code for _ in range(30)]
+        assert deliveries == [200] * 30
+        assert get_order(app, order.public_id).status == "paid"
+
+
+@pytest.mark.sqlite_only
+def test_without_redis_url_limits_count_in_memory(database_url: str) -> None:
+    with limited_app(database_url, None) as app:
+        codes = [Browser(app, "203.0.113.9").checkout({"enamel-mug": 1}).status_code for _ in range(11)]
+        assert codes == [303] * 10 + [429]
+
+
+@pytest.mark.sqlite_only
+def test_redis_down_lets_shoppers_through_counts_in_memory_and_logs_a_warning(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with limited_app(database_url, "redis://127.0.0.1:9/0") as app:  # nothing listens on port 9
+        capsys.readouterr()
+        assert Browser(app, "203.0.113.10").checkout({"enamel-mug": 1}).status_code == 303
+        log = capsys.readouterr().out
+        assert re.search(r" WARNING flask-limiter: Rate limit storage unreachable - falling back to in-memory", log), log
+
+        codes = [Browser(app, "203.0.113.10").checkout({"enamel-mug": 1}).status_code for _ in range(10)]
+        assert codes == [303] * 9 + [429]  # the worker's own count still stops a burst
+
+
+def test_a_malformed_limit_setting_is_refused_at_start(database_url: str) -> None:
+    with pytest.raises(ConfigError, match="CHECKOUT_LIMIT_PER_IP='lots' is not a rate limit"):
+        with limited_app(database_url, None, CHECKOUT_LIMIT_PER_IP="lots"):
+            pass
+
+
+# --- Across gunicorn workers -----------------------------------------------------------------
+
+
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def fresh_browser_form(base: str, address: str) -> tuple[urllib.request.OpenerDirector, dict[str, str]]:
+    """A new browser (its own cookie jar) that has loaded the home page's form."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()), NoRedirects())
+    request = urllib.request.Request(f"{base}/", headers={"X-Forwarded-For": address})
+    page = opener.open(request, timeout=10).read().decode()
+    return opener, {"csrf_token": CSRF_FIELD.search(page)[1], "checkout_token": TOKEN_FIELD.search(page)[1]}
+
+
+def post_checkout(base: str, address: str, opener: urllib.request.OpenerDirector, fields: dict[str, str]) -> int:
+    body = urlencode({**fields, "quantity-enamel-mug": "1"}).encode()
+    request = urllib.request.Request(f"{base}/checkout", data=body, headers={"X-Forwarded-For": address})
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_two_gunicorn_workers_share_one_count_in_redis(sqlite_template: str, redis_url: str, tmp_path: Path) -> None:
+    database = tmp_path / "shop.sqlite"
+    shutil.copy(sqlite_template, database)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = app_env(
+        APP_ENV="development",  # offline: the emulator stands in for Stripe
+        DATABASE_URL=f"sqlite:///{database}",
+        SECRET_KEY="limits-test-" + "x" * 32,
+        REDIS_URL=redis_url,
+        CHECKOUT_LIMIT_PER_IP="4 per minute",
+        STRIPE_EMULATOR_URL=f"{base}/_stripe",
+        STRIPE_EMULATOR_WORKER="0",
+        PORT=str(port),
+        WEB_CONCURRENCY="2",
+    )
+    # One request at a time per worker, so a burst is spread over both workers; pid in the access log.
+    command = [
+        str(VENV_BIN / "gunicorn"), *procfile()["web"].split()[1:], "--no-control-socket",
+        "--threads", "1", "--worker-connections", "1", "--access-logformat", "pid=%(p)s %(m)s %(U)s %(s)s",
+    ]
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_until_serving(server, f"{base}/healthz", log)
+        address = "203.0.113.77"
+        browsers = [fresh_browser_form(base, address) for _ in range(12)]
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            codes = list(pool.map(lambda browser: post_checkout(base, address, *browser), browsers))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+    assert sorted(codes) == [303] * 4 + [429] * 8, codes
+    checkout_lines = [line for line in log.read_text().splitlines() if " POST /checkout " in line]
+    workers = {line.split("pid=")[1].split()[0] for line in checkout_lines}
+    assert len(checkout_lines) == 12 and len(workers) == 2, checkout_lines  # both workers answered
