@@ -17,10 +17,13 @@ the shop's migrations never see them): gunicorn workers share it and it survives
 Settings (app config first, then the environment):
 
 `STRIPE_EMULATOR_URL`
-    Base URL of the emulated API as the SDK should see it (it appends `/v1/...`).
-    Default `http://127.0.0.1:5000/_stripe`.
+    Base URL of the emulated API as the SDK should see it (it appends `/v1/...`), e.g. when
+    the emulator runs in another process. Default: unset, and the address is derived from
+    the request being served, wherever the shop runs (see `addresses.py`).
 `STRIPE_EMULATOR_WEBHOOK_URL`
-    Where events are POSTed. Default: scheme and host of `STRIPE_EMULATOR_URL` + `/webhooks/stripe`.
+    Where events are POSTed. Default: scheme and host of `STRIPE_EMULATOR_URL` +
+    `/webhooks/stripe` when that is set, else the address the server accepted the request
+    that created the session on (stored with the session, so every worker agrees).
 `STRIPE_EMULATOR_DELIVER_IN_PROCESS`
     Post webhooks into this app's WSGI stack instead of over HTTP. Default: on when testing.
 `STRIPE_EMULATOR_DELAY`
@@ -54,11 +57,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DatabaseError
 
 from shop.extensions import csrf, db
 
 from . import api, core, pages
+from .addresses import FALLBACK_ORIGIN, WEBHOOK_PATH
 from .core import Settings, Transport
 from .models import Base
 from .transport import InProcessHTTPClient, http_transport, wsgi_transport
@@ -67,7 +72,6 @@ __all__ = ["Emulator", "Settings", "Transport", "init_app", "tick"]
 
 logger = logging.getLogger("shop.stripe_emulator")
 
-DEFAULT_URL = "http://127.0.0.1:5000/_stripe"
 WORKER_INTERVAL = 0.5
 _WEBHOOK_SECRET_LABEL = b"shop.stripe_emulator webhook signing secret"
 
@@ -109,20 +113,23 @@ class Emulator:
 
 def init_app(app: Flask) -> None:
     """Point the app's Stripe SDK at the emulator and serve it from this app."""
-    url = str(_setting(app, "STRIPE_EMULATOR_URL", "") or DEFAULT_URL).rstrip("/")
-    base = urlsplit(url)
-    app.config["STRIPE_API_BASE"] = url
-    app.extensions["stripe_http_client"] = InProcessHTTPClient(app)
+    configured_url = str(_setting(app, "STRIPE_EMULATOR_URL", "") or "").rstrip("/")
+    # Without STRIPE_EMULATOR_URL the in-process client follows the request being served;
+    # the base address only matters outside a request (CLI commands).
+    app.config["STRIPE_API_BASE"] = configured_url or FALLBACK_ORIGIN + "/_stripe"
+    app.extensions["stripe_http_client"] = InProcessHTTPClient(app, follow_the_shop=not configured_url)
     if not app.config.get("STRIPE_SECRET_KEY"):
         app.config["STRIPE_SECRET_KEY"] = "sk_test_emulator"
     if not app.config.get("STRIPE_WEBHOOK_SECRETS"):
         key = str(app.config.get("SECRET_KEY") or "").encode()
         app.config["STRIPE_WEBHOOK_SECRETS"] = ["whsec_" + hmac.new(key, _WEBHOOK_SECRET_LABEL, hashlib.sha256).hexdigest()]
 
+    webhook_url = str(_setting(app, "STRIPE_EMULATOR_WEBHOOK_URL", "") or "")
+    if not webhook_url and configured_url:
+        base = urlsplit(configured_url)
+        webhook_url = f"{base.scheme}://{base.netloc}{WEBHOOK_PATH}"
     settings = Settings(
-        webhook_url=str(
-            _setting(app, "STRIPE_EMULATOR_WEBHOOK_URL", "") or f"{base.scheme}://{base.netloc}/webhooks/stripe"
-        ),
+        webhook_url=webhook_url or None,
         deliver_in_process=_flag(_setting(app, "STRIPE_EMULATOR_DELIVER_IN_PROCESS", app.testing)),
         delay=float(_setting(app, "STRIPE_EMULATOR_DELAY", 0 if app.testing else 1)),
         async_delay=float(_setting(app, "STRIPE_EMULATOR_ASYNC_DELAY", 5)),
@@ -174,6 +181,24 @@ def _create_tables(app: Flask) -> None:
             Base.metadata.create_all(db.engine)
         except DatabaseError:
             Base.metadata.create_all(db.engine)
+        _add_missing_columns(db.engine)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Give tables made by an older emulator its newer (nullable) columns, keeping their rows."""
+    existing = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            assert column.nullable, f"{table.name}.{column.name}: only nullable columns can be added"
+            kind = column.type.compile(engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            except DatabaseError:  # another worker added it first
+                pass
 
 
 def _setting(app: Flask, key: str, default: Any) -> Any:

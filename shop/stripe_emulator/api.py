@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shop.extensions import db
 
-from . import core, objects
+from . import addresses, core, objects
 from .core import ApiError
 from .models import Charge, CheckoutSession, Event, IdempotencyKey, Refund
 from .params import (
@@ -203,6 +203,7 @@ def create_checkout_session() -> Response:
                 values,
                 lambda session_id: url_for("stripe_emulator_pages.pay", session_id=session_id, _external=True),
                 time.time(),
+                addresses.webhook_target(request.environ),
             )
         except ParamError as error:
             raise ApiError.invalid(error) from None

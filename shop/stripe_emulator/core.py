@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, select, update
 from shop.extensions import db
 
 from . import objects
+from .addresses import FALLBACK_ORIGIN, WEBHOOK_PATH
 from .models import Charge, CheckoutSession, Delivery, Event, IdempotencyKey, Refund
 from .params import ParamError
 
@@ -43,7 +44,9 @@ PAYMENT_METHODS = {
 
 @dataclass(frozen=True)
 class Settings:
-    webhook_url: str
+    # STRIPE_EMULATOR_WEBHOOK_URL (or derived from STRIPE_EMULATOR_URL). None: each delivery
+    # goes where its session was created (see addresses.py).
+    webhook_url: str | None
     deliver_in_process: bool
     delay: float
     async_delay: float
@@ -75,8 +78,13 @@ class ApiError(Exception):
 # --- Checkout Sessions -------------------------------------------------------------------------
 
 
-def create_session(values: dict[str, Any], page_url: Callable[[str], str], now: float) -> CheckoutSession:
-    """Check what field validation can't (mode, URLs, currencies, expiry) and store a new session."""
+def create_session(
+    values: dict[str, Any], page_url: Callable[[str], str], now: float, webhook_url: str | None = None
+) -> CheckoutSession:
+    """Check what field validation can't (mode, URLs, currencies, expiry) and store a new session.
+
+    `webhook_url` is where the session's events will be delivered (unless overridden).
+    """
     if values["mode"] != "payment":
         raise ParamError("The Stripe emulator supports only `mode=payment`.", "mode")
     for name in ("success_url", "cancel_url"):
@@ -134,6 +142,7 @@ def create_session(values: dict[str, Any], page_url: Callable[[str], str], now: 
         params=stored,
         line_items=line_items,
         page_url=page_url(session_id),
+        webhook_url=webhook_url,
     )
     db.session.add(session)
     return session
@@ -314,9 +323,19 @@ def emit(
     )
     db.session.add(event)
     db.session.flush()  # deliveries reference it (no relationship() to order the inserts)
+    url = _session_webhook_url(data)
     for _ in range(2 if settings.duplicate else 1):
-        db.session.add(Delivery(event_id=event.id, status="pending", due_at=now + settings.delay, attempts=0))
+        db.session.add(Delivery(event_id=event.id, status="pending", due_at=now + settings.delay, attempts=0, url=url))
     return event
+
+
+def _session_webhook_url(data: dict[str, Any]) -> str | None:
+    """The webhook target stored with the session an event's object (session or charge) belongs to."""
+    if data.get("object") == "charge":
+        session_id = db.session.scalar(select(Charge.session_id).where(Charge.id == data["id"]))
+    else:
+        session_id = data.get("id")
+    return db.session.scalar(select(CheckoutSession.webhook_url).where(CheckoutSession.id == session_id))
 
 
 def pending_webhooks(event_ids: list[str]) -> dict[str, int]:
@@ -380,12 +399,16 @@ def _claim(delivery_id: int, attempts: int, now: float) -> bool:
 
 
 def _attempt(delivery_id: int, attempt: int, settings: Settings, transport: Transport, now: float) -> None:
-    event_id = db.session.execute(select(Delivery.event_id).where(Delivery.id == delivery_id)).scalar_one()
+    event_id, stored_url = db.session.execute(
+        select(Delivery.event_id, Delivery.url).where(Delivery.id == delivery_id)
+    ).one()
+    url = settings.webhook_url or stored_url or FALLBACK_ORIGIN + WEBHOOK_PATH
     if settings.drop and random.random() < settings.drop:
         _finish(delivery_id, attempt, status="dropped")
         return
     event = db.session.execute(select(Event).where(Event.id == event_id)).scalar_one()
     payload = json.dumps(event_object(event), indent=2)
+    described = f"{event.type} {event.id}"
     headers = {
         "Content-Type": "application/json; charset=utf-8",
         "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
@@ -396,7 +419,7 @@ def _attempt(delivery_id: int, attempt: int, settings: Settings, transport: Tran
     status: int | None = None
     error: str | None = None
     try:
-        status = transport(settings.webhook_url, payload.encode(), headers)
+        status = transport(url, payload.encode(), headers)
     except OSError as exc:
         error = f"connection error: {exc}"
     except Exception as exc:  # the receiver crashed in-process: a 500 as far as Stripe knows
@@ -405,10 +428,27 @@ def _attempt(delivery_id: int, attempt: int, settings: Settings, transport: Tran
     if status is not None and 200 <= status < 300:
         _finish(delivery_id, attempt, status="delivered", last_status=status, last_error=None)
     elif attempt >= MAX_ATTEMPTS:
-        logger.warning("Giving up on webhook %s after %d attempts (%s)", event_id, attempt, error or status)
+        _log_failure(described, url, status, error, attempt, None)
         _finish(delivery_id, attempt, status="failed", last_status=status, last_error=error)
     else:
+        _log_failure(described, url, status, error, attempt, backoff(attempt))
         _finish(delivery_id, attempt, due_at=now + backoff(attempt), last_status=status, last_error=error)
+
+
+def _log_failure(
+    described: str, url: str, status: int | None, error: str | None, attempt: int, retry_in: float | None
+) -> None:
+    """One WARNING line per failed attempt: what, where, the answer, and what happens next."""
+    answer = error or f"answered HTTP {status}"
+    then = (
+        f"next attempt in {retry_in:g} s"
+        if retry_in is not None
+        else "giving up (`flask --app wsgi stripe sync` applies missed events)"
+    )
+    logger.warning(
+        "Webhook delivery failed: %s to %s: %s (attempt %d of %d); %s",
+        described, url, answer, attempt, MAX_ATTEMPTS, then,
+    )
 
 
 def _finish(delivery_id: int, attempt: int, **values: Any) -> None:

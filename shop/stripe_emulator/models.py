@@ -29,6 +29,8 @@ class CheckoutSession(Base):
     params: Mapped[dict[str, Any]]
     line_items: Mapped[list[Any]]
     page_url: Mapped[str] = mapped_column(Text)
+    # Where this session's events are delivered, found when it was created (see addresses.py).
+    webhook_url: Mapped[str | None] = mapped_column(Text)
     payment_intent: Mapped[str | None] = mapped_column(String(100), unique=True)
     customer_details: Mapped[dict[str, Any] | None]
     # A delayed payment method settles at `settle_at` with `settle_outcome` (succeeded/failed).
@@ -90,6 +92,8 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The endpoint it is sent to (its session's `webhook_url`) unless STRIPE_EMULATOR_WEBHOOK_URL is set.
+    url: Mapped[str | None] = mapped_column(Text)
 
 
 class IdempotencyKey(Base):

@@ -13,10 +13,11 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import stripe
-from flask import Flask
+from flask import Flask, has_request_context, request
 from requests.structures import CaseInsensitiveDict
 from werkzeug.test import Client, TestResponse
 
+from .addresses import SERVER_ORIGIN_KEY, server_origin
 from .core import Transport
 
 T = TypeVar("T")
@@ -27,30 +28,49 @@ def _isolated(call: Callable[[], T]) -> T:
 
 
 def wsgi_request(
-    app: Flask, method: str, url: str, headers: Mapping[str, str], body: bytes | str | None = None
+    app: Flask,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | str | None = None,
+    *,
+    origin: str | None = None,
+    environ: Mapping[str, Any] | None = None,
 ) -> TestResponse:
-    """Dispatch one request into `app`'s WSGI stack (ProxyFix and all), as if it came over HTTP."""
+    """Dispatch one request into `app`'s WSGI stack (ProxyFix and all), as if it came over HTTP.
+
+    It is addressed to `url`, or to `url`'s path at `origin` when given; `environ` adds
+    WSGI environ entries.
+    """
     parts = urlsplit(url)
     return _isolated(
         lambda: Client(app).open(
             parts.path,
             method=method.upper(),
-            base_url=f"{parts.scheme}://{parts.netloc}",
+            base_url=origin or f"{parts.scheme}://{parts.netloc}",
             query_string=parts.query,
             headers=dict(headers),
             data=body,
+            environ_overrides=dict(environ or {}),
         )
     )
 
 
 class InProcessHTTPClient(stripe.HTTPClient):
-    """A `stripe.HTTPClient` that serves the SDK's requests from the emulator in the same app."""
+    """A `stripe.HTTPClient` that serves the SDK's requests from the emulator in the same app.
+
+    With `follow_the_shop` (no `STRIPE_EMULATOR_URL` configured), a call made while the shop
+    serves a request reaches the API at that request's own address: the session's hosted page
+    is then wherever the shopper reached the shop, and its webhooks go to the socket that
+    request came in on. Outside a request (CLI commands) the SDK's base address is used as is.
+    """
 
     name = "stripe_emulator_in_process"
 
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, follow_the_shop: bool = True) -> None:
         super().__init__()
         self._app = app
+        self._follow_the_shop = follow_the_shop
 
     def request(
         self,
@@ -61,7 +81,11 @@ class InProcessHTTPClient(stripe.HTTPClient):
         *,
         _usage: list[str] | None = None,
     ) -> tuple[str, int, Mapping[str, str]]:
-        response = wsgi_request(self._app, method, url, headers or {}, post_data)
+        origin, environ = None, None
+        if self._follow_the_shop and has_request_context():
+            origin = request.host_url.rstrip("/")
+            environ = {SERVER_ORIGIN_KEY: server_origin(request.environ)}
+        response = wsgi_request(self._app, method, url, headers or {}, post_data, origin=origin, environ=environ)
         return response.get_data(as_text=True), response.status_code, CaseInsensitiveDict(response.headers.items())
 
     def request_stream(self, *args: Any, **kwargs: Any) -> NoReturn:

@@ -35,7 +35,7 @@ def test_config_defaults(emulator_app):
     assert config["STRIPE_SECRET_KEY"] == "sk_test_emulator"
     assert config["STRIPE_WEBHOOK_SECRETS"][0].startswith("whsec_")
     settings = emulator_app.extensions["stripe_emulator"].settings
-    assert settings.webhook_url == "http://127.0.0.1:5000/webhooks/stripe"
+    assert settings.webhook_url is None  # no override: each session records where its shop was reached
     assert (settings.deliver_in_process, settings.delay) == (True, 0)
     assert emulator_app.extensions["stripe_emulator"].worker is None
     assert emulator_app.jinja_env.globals["stripe_offline"] is True
