@@ -40,6 +40,30 @@ Settings (app config first, then the environment):
     Run the background worker thread that calls `tick` every half second, from the process's
     first request on. Default: on unless testing.
 
+Stripe as it really is (each off by default; `STRIPE_EMULATOR_HOSTILE=1` turns them all on,
+and a setting given explicitly still wins):
+
+`STRIPE_EMULATOR_RETRIES`
+    Webhook retry schedule: `fast` (default: seconds apart), `live` (Stripe in live mode:
+    exponential backoff over up to three days), `test` (a sandbox: three retries over a few
+    hours) or `none` (`stripe listen`: no retries). See `core.RETRY_SCHEDULES`.
+`STRIPE_EMULATOR_SAVE_FAILED_REQUESTS`
+    Idempotency keys replay a request's error, a 500 included, for 24 hours once the request
+    began executing; only a parameter validation error releases the key. Default off: any
+    failure releases it.
+`STRIPE_EMULATOR_EVENT_RETENTION_DAYS`
+    Events older than this are gone from `GET /v1/events` and `GET /v1/events/<id>`. Stripe
+    keeps 30 days. Default: forever.
+`STRIPE_EMULATOR_FOREIGN_TRAFFIC`
+    After each of the shop's events, emit this many bursts of other integrations' events
+    (see `foreign.py`). Default 0.
+`STRIPE_EMULATOR_HOSTILE`
+    All of the above as Stripe behaves (`live` retries, failed requests saved, 30 days of
+    events, 2 foreign bursts per event), plus duplicated and shuffled deliveries, which Stripe
+    also does. Default off.
+
+Restricted keys (`rk_test_...`) are accepted like secret test keys, always.
+
 It also fills in `STRIPE_SECRET_KEY` (`sk_test_emulator`) and `STRIPE_WEBHOOK_SECRETS` (derived
 from `SECRET_KEY`, so every worker agrees) when they are empty, and sets the Jinja global
 `stripe_offline` so pages can say that payments are simulated.
@@ -68,7 +92,7 @@ from .core import Settings, Transport
 from .models import Base
 from .transport import InProcessHTTPClient, http_transport, wsgi_transport
 
-__all__ = ["Emulator", "Settings", "Transport", "init_app", "tick"]
+__all__ = ["Emulator", "Settings", "Transport", "init_app", "resend", "tick"]
 
 logger = logging.getLogger("shop.stripe_emulator")
 
@@ -87,6 +111,7 @@ class Emulator:
         self.settings = settings
         self.transport = transport
         self.worker: threading.Thread | None = None
+        self.failures = core.FailurePlan()
         self._stopping = threading.Event()
         self._starting = threading.Lock()
 
@@ -128,15 +153,24 @@ def init_app(app: Flask) -> None:
     if not webhook_url and configured_url:
         base = urlsplit(configured_url)
         webhook_url = f"{base.scheme}://{base.netloc}{WEBHOOK_PATH}"
+    hostile = _flag(_setting(app, "STRIPE_EMULATOR_HOSTILE", False))
+    retries = str(_setting(app, "STRIPE_EMULATOR_RETRIES", "live" if hostile else "fast")).strip().lower()
+    if retries not in core.RETRY_SCHEDULES:
+        raise ValueError(f"STRIPE_EMULATOR_RETRIES must be one of {', '.join(core.RETRY_SCHEDULES)}, not {retries!r}")
+    retention_days = _setting(app, "STRIPE_EMULATOR_EVENT_RETENTION_DAYS", 30 if hostile else "")
     settings = Settings(
         webhook_url=webhook_url or None,
         deliver_in_process=_flag(_setting(app, "STRIPE_EMULATOR_DELIVER_IN_PROCESS", app.testing)),
         delay=float(_setting(app, "STRIPE_EMULATOR_DELAY", 0 if app.testing else 1)),
         async_delay=float(_setting(app, "STRIPE_EMULATOR_ASYNC_DELAY", 5)),
-        duplicate=_flag(_setting(app, "STRIPE_EMULATOR_DUPLICATE", False)),
-        shuffle=_flag(_setting(app, "STRIPE_EMULATOR_SHUFFLE", False)),
+        duplicate=_flag(_setting(app, "STRIPE_EMULATOR_DUPLICATE", hostile)),
+        shuffle=_flag(_setting(app, "STRIPE_EMULATOR_SHUFFLE", hostile)),
         drop=min(max(float(_setting(app, "STRIPE_EMULATOR_DROP", 0)), 0.0), 1.0),
         webhook_secret=app.config["STRIPE_WEBHOOK_SECRETS"][0],
+        retry_schedule=core.RETRY_SCHEDULES[retries],
+        save_failed_requests=_flag(_setting(app, "STRIPE_EMULATOR_SAVE_FAILED_REQUESTS", hostile)),
+        event_retention=float(retention_days) * core.DAY if str(retention_days).strip() else None,
+        foreign_traffic=max(int(_setting(app, "STRIPE_EMULATOR_FOREIGN_TRAFFIC", 2 if hostile else 0)), 0),
     )
     emulator = Emulator(settings, wsgi_transport(app) if settings.deliver_in_process else http_transport)
     app.extensions["stripe_emulator"] = emulator
@@ -163,6 +197,22 @@ def tick(app: Flask, now: float | None = None) -> int:
     attempts made. Runs in its own app context, leaving the caller's session untouched.
     """
     return contextvars.Context().run(_tick, app, time.time() if now is None else now)
+
+
+def resend(app: Flask, event_id: str, now: float | None = None) -> bool:
+    """Deliver an event once more, as the Dashboard's "Resend" button does. False if unknown.
+
+    With Stripe's retry schedule a failed delivery comes back only hours later; this is the
+    operator's way to have it now. The next `tick` (at or after `now`) sends it.
+    """
+    emulator: Emulator = app.extensions["stripe_emulator"]
+    at = time.time() if now is None else now
+    return contextvars.Context().run(_in_app_context, app, lambda: core.resend(event_id, emulator.settings, at))
+
+
+def _in_app_context(app: Flask, call: Any) -> Any:
+    with app.app_context():
+        return call()
 
 
 def _tick(app: Flask, now: float) -> int:

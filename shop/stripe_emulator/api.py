@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -10,7 +11,7 @@ from typing import Any
 
 import stripe
 from flask import Blueprint, Response, current_app, g, request, url_for
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from shop.extensions import db
@@ -30,13 +31,23 @@ from .params import (
     validate,
 )
 
+logger = logging.getLogger("shop.stripe_emulator")
+
 bp = Blueprint("stripe_emulator_api", __name__, url_prefix="/_stripe/v1")
 
 Handler = Callable[[], dict[str, Any]]
 
+# Secret and restricted keys of a sandbox. Live keys (`sk_live_`, `rk_live_`) belong to no
+# account this emulator knows, so they get Stripe's 401 for an invalid key.
+TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
+
 
 def _settings() -> core.Settings:
     return current_app.extensions["stripe_emulator"].settings
+
+
+def _failures() -> core.FailurePlan:
+    return current_app.extensions["stripe_emulator"].failures
 
 
 def _json(body: Mapping[str, Any], status: int = 200) -> Response:
@@ -57,7 +68,7 @@ def _params(fields: Mapping[str, Field]) -> dict[str, Any]:
 def _expand(values: Mapping[str, Any], allowed: frozenset[str]) -> frozenset[str]:
     for path in values.get("expand", []):
         if path not in allowed:
-            raise ApiError(400, "invalid_request_error", f"This property cannot be expanded ({path}).", "expand")
+            raise ApiError.invalid(ParamError(f"This property cannot be expanded ({path}).", "expand"))
     return frozenset(values.get("expand", []))
 
 
@@ -73,7 +84,7 @@ def _authenticate() -> Response | None:
             "using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
         )
         return _json(error.body, error.status)
-    if not key.startswith("sk_test_"):
+    if not key.startswith(TEST_KEY_PREFIXES):
         # As Stripe does: the prefix and the last four characters, the rest starred.
         shown = 4 if len(key) > 12 else 0
         masked = key[:8] + "*" * (len(key) - 8 - shown) + key[len(key) - shown:]
@@ -98,14 +109,28 @@ def _api_error(error: ApiError) -> Response:
 
 
 def _run(handler: Handler) -> Response:
-    """Run a handler in one transaction; an error (ApiError: see `_api_error`) rolls it back."""
+    """Run a handler in one transaction; an error (ApiError: see `_api_error`) rolls it back.
+
+    A failure planned with `FailurePlan.add` answers 500 once the handler has run, with its
+    work rolled back or, if so planned, committed.
+    """
     try:
         body = handler()
+        failure = _failures().take(request.method, _api_path())
+        if failure is not None and not failure.work_committed:
+            raise failure.error()
     except BaseException:
         db.session.rollback()
         raise
     db.session.commit()
+    if failure is not None:
+        raise failure.error()
     return _json(body)
+
+
+def _api_path() -> str:
+    """`/v1/...` as the SDK addressed it, whatever prefix the emulator is mounted at."""
+    return "/v1" + request.path.split("/v1", 1)[1]
 
 
 def _post(handler: Handler) -> Response:
@@ -113,8 +138,9 @@ def _post(handler: Handler) -> Response:
 
     The key row is committed before the work starts, so a concurrent request with the same
     key finds it (409 while in progress). The result is stored in the same transaction as the
-    work. A request that fails (any error) releases the key, so a corrected retry can reuse it;
-    Stripe itself releases it only for validation errors and replays later failures.
+    work. A request whose parameters fail validation releases the key, so a corrected retry
+    can reuse it. Any other failure releases it too, unless `save_failed_requests` is set:
+    then, as Stripe does, its error (a 500 included) is what the key replays for 24 hours.
     """
     key = g.stripe_idempotency_key
     if not key:
@@ -131,13 +157,39 @@ def _post(handler: Handler) -> Response:
     except IntegrityError:
         db.session.rollback()
         return _replay(db.session.get(IdempotencyKey, row_id), key, fingerprint)
+    save_failures = _settings().save_failed_requests
     try:
         body = handler()
-    except BaseException:
+        failure = _failures().take(request.method, _api_path())
+        if failure is not None and not failure.work_committed:
+            raise failure.error()
+    except ApiError as error:
         db.session.rollback()
+        if error.validation or not save_failures:
+            _forget_key(row_id)
+            raise
+        return _store_result(row_id, _json(error.body, error.status))
+    except Exception:
+        db.session.rollback()
+        if not save_failures:
+            _forget_key(row_id)
+            raise
+        logger.exception("Stripe emulator request %s failed", g.stripe_request_id)
+        error = ApiError.server_error()
+        return _store_result(row_id, _json(error.body, error.status))
+    if failure is None:
+        return _store_result(row_id, _json(body))
+    # The work is done and committed, but the answer is a 500.
+    error = failure.error()
+    if not save_failures:
+        db.session.commit()
         _forget_key(row_id)
-        raise
-    response = _json(body)
+        raise error
+    return _store_result(row_id, _json(error.body, error.status))
+
+
+def _store_result(row_id: str, response: Response) -> Response:
+    """Save the response under its key, in the same transaction as the request's work."""
     row = db.session.get(IdempotencyKey, row_id)
     assert row is not None
     row.status = response.status_code
@@ -269,13 +321,21 @@ def expire_checkout_session(session_id: str) -> Response:
 # --- Events ------------------------------------------------------------------------------------
 
 
+def _retained(query: Select) -> Select:
+    """Only events Stripe still keeps (with STRIPE_EMULATOR_EVENT_RETENTION_DAYS)."""
+    retention = _settings().event_retention
+    if retention is None:
+        return query
+    return query.where(Event.created >= time.time() - retention)
+
+
 @bp.get("/events")
 def list_events() -> Response:
     def handler() -> dict[str, Any]:
         values = _params(LIST_EVENTS_PARAMS)
         _expand(values, frozenset())
         cursor = _cursor(values)
-        query = select(Event)
+        query = _retained(select(Event))
         if "type" in values:
             pattern = values["type"]
             if "*" in pattern:  # `*` is Stripe's only wildcard: `_` and `%` match themselves
@@ -292,15 +352,17 @@ def list_events() -> Response:
             )
         limit = values.get("limit", 10)
         backwards = cursor is not None and cursor[0] == "ending_before"
+        # Newest first by `created` (`seq` orders events of one second); a page before
+        # `ending_before` is the `limit` events just newer than it.
+        position = tuple_(Event.created, Event.seq)
         if cursor is not None:
             name, event_id = cursor
-            anchor = db.session.scalar(select(Event.seq).where(Event.id == event_id))
+            anchor = db.session.execute(_retained(select(Event.created, Event.seq).where(Event.id == event_id))).first()
             if anchor is None:
                 raise ApiError.missing("event", event_id, name)
-            query = query.where(Event.seq > anchor if backwards else Event.seq < anchor)
-        # Newest first; a page before `ending_before` is the `limit` events just newer than it.
-        order = Event.seq.asc() if backwards else Event.seq.desc()
-        rows = list(db.session.scalars(query.order_by(order).limit(limit + 1)))
+            query = query.where(position > tuple(anchor) if backwards else position < tuple(anchor))
+        order = (Event.created.asc(), Event.seq.asc()) if backwards else (Event.created.desc(), Event.seq.desc())
+        rows = list(db.session.scalars(query.order_by(*order).limit(limit + 1)))
         has_more = len(rows) > limit
         rows = rows[:limit]
         if backwards:
@@ -315,7 +377,7 @@ def list_events() -> Response:
 def retrieve_event(event_id: str) -> Response:
     def handler() -> dict[str, Any]:
         _expand(_params(RETRIEVE_PARAMS), frozenset())
-        event = db.session.scalar(select(Event).where(Event.id == event_id))
+        event = db.session.scalar(_retained(select(Event).where(Event.id == event_id)))
         if event is None:
             raise ApiError.missing("event", event_id, "id")
         return core.event_object(event)

@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from sqlalchemy import delete, func, select, update
 
 from shop.extensions import db
 
-from . import objects
+from . import foreign, objects
 from .addresses import FALLBACK_ORIGIN, WEBHOOK_PATH
 from .models import Charge, CheckoutSession, Delivery, Event, IdempotencyKey, Refund
 from .params import ParamError
@@ -30,8 +31,6 @@ logger = logging.getLogger("shop.stripe_emulator")
 
 Transport = Callable[[str, bytes, dict[str, str]], int]
 
-MAX_ATTEMPTS = 8
-MAX_BACKOFF = 60.0
 CLAIM_LEASE = 60.0  # a claimed delivery whose worker died is retried after this many seconds
 IDEMPOTENCY_TTL = 24 * 3600
 # Hosted-page payment methods: (Stripe payment method type, delayed, outcome).
@@ -40,6 +39,24 @@ PAYMENT_METHODS = {
     "bank_transfer": ("us_bank_account", True, "succeeded"),
     "bank_transfer_fail": ("us_bank_account", True, "failed"),
 }
+
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+# Seconds between a failed delivery attempt and the next; the delivery fails for good after
+# the last. Stripe's documented behaviour: in live mode it retries with exponential backoff
+# for up to three days, in a sandbox three times over a few hours, and `stripe listen` does
+# not retry. It does not publish the intervals: these double from an hour (last attempt 63
+# hours after the first) and from half an hour (last one 3.5 hours after). `fast` is the
+# emulator's own, for watching retries happen within seconds.
+RETRY_SCHEDULES: dict[str, tuple[float, ...]] = {
+    "fast": (1, 2, 4, 8, 16, 32, 60),
+    "live": tuple(HOUR * 2**n for n in range(6)),
+    "test": (HOUR / 2, HOUR, 2 * HOUR),
+    "none": (),
+}
+# Stripe lists and retrieves events "going back up to 30 days".
+STRIPE_EVENT_RETENTION = 30 * DAY
 
 
 @dataclass(frozen=True)
@@ -54,25 +71,76 @@ class Settings:
     shuffle: bool
     drop: float
     webhook_secret: str
+    retry_schedule: tuple[float, ...] = RETRY_SCHEDULES["fast"]
+    save_failed_requests: bool = False  # idempotency: replay results that failed after execution began
+    event_retention: float | None = None  # seconds events stay listable and retrievable; None: forever
+    foreign_traffic: int = 0  # other integrations' event bursts emitted with each event of the shop's
 
 
 class ApiError(Exception):
     """An error response in Stripe's shape: `{"error": {"type", "message", "param", "code"}}`."""
 
     def __init__(
-        self, status: int, error_type: str, message: str, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        *,
+        validation: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.body = objects.error(error_type, message, param, code)
+        self.validation = validation  # refused before the endpoint began executing
 
     @classmethod
     def invalid(cls, error: ParamError) -> ApiError:
-        return cls(400, "invalid_request_error", error.message, error.param)
+        return cls(400, "invalid_request_error", error.message, error.param, validation=True)
+
+    @classmethod
+    def server_error(cls) -> ApiError:
+        return cls(500, "api_error", "An unexpected error occurred while processing this request (emulated).")
 
     @classmethod
     def missing(cls, kind: str, object_id: str, param: str) -> ApiError:
         return cls(404, "invalid_request_error", f"No such {kind}: '{object_id}'", param, "resource_missing")
+
+
+@dataclass(frozen=True)
+class PlannedFailure:
+    method: str
+    path: str
+    work_committed: bool
+
+    def error(self) -> ApiError:
+        return ApiError.server_error()
+
+
+class FailurePlan:
+    """Test hook: the next request(s) to an endpoint answer 500 after they began executing.
+
+    `work_committed=True` keeps what the request did (the session exists, the answer is a
+    500); otherwise it is rolled back. With `save_failed_requests`, the 500 is what its
+    idempotency key replays from then on, as on Stripe.
+    """
+
+    def __init__(self) -> None:
+        self._planned: list[PlannedFailure] = []
+        self._lock = threading.Lock()
+
+    def add(self, method: str, path: str, *, work_committed: bool = False, times: int = 1) -> None:
+        with self._lock:
+            self._planned.extend([PlannedFailure(method.upper(), path, work_committed)] * times)
+
+    def take(self, method: str, path: str) -> PlannedFailure | None:
+        with self._lock:
+            for index, failure in enumerate(self._planned):
+                if (failure.method, failure.path) == (method, path):
+                    return self._planned.pop(index)
+        return None
+
 
 
 # --- Checkout Sessions -------------------------------------------------------------------------
@@ -310,22 +378,31 @@ def emit(
     now: float,
     request_id: str | None = None,
     idempotency_key: str | None = None,
+    api_version: str | None = None,
+    url: str | None = None,
 ) -> Event:
-    """Store an event and queue its webhook delivery (twice with STRIPE_EMULATOR_DUPLICATE)."""
+    """Store an event and queue its webhook delivery (twice with STRIPE_EMULATOR_DUPLICATE).
+
+    With STRIPE_EMULATOR_FOREIGN_TRAFFIC, other integrations' events follow each of the shop's,
+    to the same endpoint. `api_version` marks such an event (and `url` is the endpoint).
+    """
     event = Event(
         id=objects.new_id("evt_"),
         type=event_type,
         created=int(now),
-        api_version=stripe.api_version,
+        api_version=api_version or stripe.api_version,
         object=data,
         request_id=request_id,
         idempotency_key=idempotency_key,
     )
     db.session.add(event)
     db.session.flush()  # deliveries reference it (no relationship() to order the inserts)
-    url = _session_webhook_url(data)
-    for _ in range(2 if settings.duplicate else 1):
-        db.session.add(Delivery(event_id=event.id, status="pending", due_at=now + settings.delay, attempts=0, url=url))
+    url = url or _session_webhook_url(data)
+    queue_delivery(event.id, settings, now + settings.delay, url)
+    if api_version is None:  # the shop's own event, not another integration's
+        for _ in range(settings.foreign_traffic):
+            for foreign_type, foreign_object, version in foreign.traffic(now):
+                emit(settings, foreign_type, foreign_object, now, api_version=version, url=url)
     return event
 
 
@@ -336,6 +413,21 @@ def _session_webhook_url(data: dict[str, Any]) -> str | None:
     else:
         session_id = data.get("id")
     return db.session.scalar(select(CheckoutSession.webhook_url).where(CheckoutSession.id == session_id))
+
+
+def queue_delivery(event_id: str, settings: Settings, due_at: float, url: str | None) -> None:
+    for _ in range(2 if settings.duplicate else 1):
+        db.session.add(Delivery(event_id=event_id, status="pending", due_at=due_at, attempts=0, url=url))
+
+
+def resend(event_id: str, settings: Settings, now: float) -> bool:
+    """Queue one more delivery of an event, as the Dashboard's "Resend" does. False if unknown."""
+    if db.session.scalar(select(Event.id).where(Event.id == event_id)) is None:
+        return False
+    url = db.session.scalar(select(Delivery.url).where(Delivery.event_id == event_id).order_by(Delivery.id.desc()))
+    db.session.add(Delivery(event_id=event_id, status="pending", due_at=now, attempts=0, url=url))
+    db.session.commit()
+    return True
 
 
 def pending_webhooks(event_ids: list[str]) -> dict[str, int]:
@@ -355,11 +447,6 @@ def sign(payload: str, secret: str, timestamp: int) -> str:
     """The `Stripe-Signature` header value, exactly as Stripe computes it."""
     signature = hmac.new(secret.encode(), f"{timestamp}.{payload}".encode(), hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={signature}"
-
-
-def backoff(attempts: int) -> float:
-    """Seconds before retry number `attempts`: 1, 2, 4, ... capped at MAX_BACKOFF."""
-    return min(2.0 ** (attempts - 1), MAX_BACKOFF)
 
 
 def deliver_due(settings: Settings, transport: Transport, now: float) -> int:
@@ -427,16 +514,23 @@ def _attempt(delivery_id: int, attempt: int, settings: Settings, transport: Tran
         error = f"receiver raised: {exc!r}"
     if status is not None and 200 <= status < 300:
         _finish(delivery_id, attempt, status="delivered", last_status=status, last_error=None)
-    elif attempt >= MAX_ATTEMPTS:
-        _log_failure(described, url, status, error, attempt, None)
+    elif attempt > len(settings.retry_schedule):
+        _log_failure(described, url, status, error, attempt, settings, None)
         _finish(delivery_id, attempt, status="failed", last_status=status, last_error=error)
     else:
-        _log_failure(described, url, status, error, attempt, backoff(attempt))
-        _finish(delivery_id, attempt, due_at=now + backoff(attempt), last_status=status, last_error=error)
+        delay = settings.retry_schedule[attempt - 1]
+        _log_failure(described, url, status, error, attempt, settings, delay)
+        _finish(delivery_id, attempt, due_at=now + delay, last_status=status, last_error=error)
 
 
 def _log_failure(
-    described: str, url: str, status: int | None, error: str | None, attempt: int, retry_in: float | None
+    described: str,
+    url: str,
+    status: int | None,
+    error: str | None,
+    attempt: int,
+    settings: Settings,
+    retry_in: float | None,
 ) -> None:
     """One WARNING line per failed attempt: what, where, the answer, and what happens next."""
     answer = error or f"answered HTTP {status}"
@@ -447,7 +541,7 @@ def _log_failure(
     )
     logger.warning(
         "Webhook delivery failed: %s to %s: %s (attempt %d of %d); %s",
-        described, url, answer, attempt, MAX_ATTEMPTS, then,
+        described, url, answer, attempt, len(settings.retry_schedule) + 1, then,
     )
 
 
