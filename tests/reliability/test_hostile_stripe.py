@@ -1,0 +1,184 @@
+"""The shop against Stripe as it really is (`STRIPE_EMULATOR_HOSTILE=1`): every event may come
+twice and in any order, other integrations' events arrive in between, a failed delivery is
+retried only hours later, and an idempotency key replays a 500 for a day.
+
+What the shop must show: the same outcomes as in the kind world, each event of its own
+applied once, nothing of anyone else's touching an order, and recovery by `stripe sync` or a
+resend, never by waiting for a quick retry.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from shop import orders, stripe_emulator
+from shop.extensions import db
+from shop.models import Order, StripeEvent
+from shop.stripe_emulator.models import Charge, CheckoutSession, Delivery, Event
+from tests.conftest import seeded_app
+from tests.helpers import ShopClient, count, get_order, pay
+from tests.reliability.conftest import run_sync
+
+HOUR = 3600
+HALF_AN_HOUR_LATER = 31 * 60 + 60
+
+
+@pytest.fixture
+def hostile_app(database_url: str) -> Iterator[Flask]:
+    with seeded_app(database_url, STRIPE_EMULATOR_HOSTILE=True) as app:
+        yield app
+
+
+def own_event_ids(app: Flask) -> set[str]:
+    """Events about the shop's own sessions and charges (the rest is other integrations')."""
+    with app.app_context():
+        ours = set(db.session.scalars(select(CheckoutSession.id))) | set(db.session.scalars(select(Charge.id)))
+        return {event.id for event in db.session.scalars(select(Event)) if event.object["id"] in ours}
+
+
+def foreign_event_ids(app: Flask) -> set[str]:
+    with app.app_context():
+        every = set(db.session.scalars(select(Event.id)))
+    return every - own_event_ids(app)
+
+
+def applied_event_ids(app: Flask) -> list[str]:
+    """Event ids the shop recorded as done, one entry per row."""
+    with app.app_context():
+        return list(db.session.scalars(select(StripeEvent.id).where(StripeEvent.processed_at.is_not(None))))
+
+
+def orders_snapshot(app: Flask) -> list[tuple[Any, ...]]:
+    with app.app_context():
+        return [
+            tuple(row) for row in db.session.execute(
+                select(Order.public_id, Order.status, Order.payment_intent_id, Order.review_reason,
+                       Order.amount_refunded).order_by(Order.id)
+            )
+        ]
+
+
+def undelivered(app: Flask, event_ids: set[str]) -> list[tuple[str, str, int | None]]:
+    """(event id, delivery status, last HTTP status) of every delivery that hasn't succeeded."""
+    with app.app_context():
+        rows = db.session.execute(
+            select(Delivery.event_id, Delivery.status, Delivery.last_status).where(Delivery.event_id.in_(event_ids))
+        ).all()
+    return [tuple(row) for row in rows if row.status != "delivered"]
+
+
+def fail_deliveries_of(monkeypatch: pytest.MonkeyPatch, app: Flask, event_type: str) -> None:
+    """The shop's database fails while applying `event_type` (500, rolled back), until undone."""
+    real_apply = orders.apply_session_event
+
+    def apply_then_fail(kind: str, session: Any) -> orders.Outcome:
+        outcome = real_apply(kind, session)
+        if kind == event_type:
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+        return outcome
+
+    monkeypatch.setattr(orders, "apply_session_event", apply_then_fail)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+
+def test_hostile_mode_is_on(hostile_app):
+    settings = hostile_app.extensions["stripe_emulator"].settings
+    assert settings.duplicate and settings.shuffle and settings.save_failed_requests
+    assert settings.foreign_traffic == 2 and settings.retry_schedule[0] >= HOUR
+
+
+def test_every_outcome_amid_duplicates_shuffles_and_other_integrations_events(hostile_app):
+    app = hostile_app
+    shoppers = [ShopClient(app) for _ in range(4)]
+    card, transfer, failed_transfer, abandoned = orders_ = [s.start({"enamel-mug": 1}) for s in shoppers]
+    pay(shoppers[0], card.checkout_url)
+    pay(shoppers[1], transfer.checkout_url, method="bank_transfer")
+    pay(shoppers[2], failed_transfer.checkout_url, method="bank_transfer_fail")
+    started = time.time()
+    stripe_emulator.tick(app, now=started)
+    stripe_emulator.tick(app, now=started + 10)  # the transfers settle
+    stripe_emulator.tick(app, now=started + HALF_AN_HOUR_LATER)  # the abandoned session expires
+    stripe_emulator.tick(app, now=started + HALF_AN_HOUR_LATER + 60)
+
+    assert [get_order(app, o.public_id).status for o in orders_] == ["paid", "paid", "failed", "expired"]
+    assert [get_order(app, o.public_id).review_reason for o in orders_] == [None] * 4
+    own = own_event_ids(app)
+    assert len(own) == 6  # 3 completed, 1 async succeeded, 1 async failed, 1 expired
+    applied = applied_event_ids(app)
+    assert own <= set(applied) and len(applied) == len(set(applied))
+    assert undelivered(app, own) == []  # every delivery of the shop's own events was answered 2xx
+    assert foreign_event_ids(app)  # and there was other traffic in between
+
+
+def test_a_failed_delivery_is_retried_hours_later_so_sync_applies_it(hostile_app, monkeypatch):
+    app = hostile_app
+    shop = ShopClient(app)
+    order = shop.start({"enamel-mug": 1})
+    pay(shop, order.checkout_url)
+    fail_deliveries_of(monkeypatch, app, orders.SESSION_COMPLETED)
+    started = time.time()
+    stripe_emulator.tick(app, now=started)
+    monkeypatch.undo()
+    stripe_emulator.tick(app, now=started + 10 * 60)  # no quick retry: ten minutes on, still nothing
+    assert get_order(app, order.public_id).status == "awaiting_payment"
+
+    run_sync(app)
+    assert get_order(app, order.public_id).status == "paid"
+
+    stripe_emulator.tick(app, now=started + HOUR + 60)  # Stripe's retry: a duplicate by now
+    assert get_order(app, order.public_id).status == "paid"
+    assert undelivered(app, own_event_ids(app)) == []
+    applied = applied_event_ids(app)
+    assert len(applied) == len(set(applied))
+
+
+def test_a_resend_delivers_a_failed_event_without_waiting_for_the_retry(hostile_app, monkeypatch):
+    app = hostile_app
+    shop = ShopClient(app)
+    order = shop.start({"enamel-mug": 1})
+    pay(shop, order.checkout_url)
+    fail_deliveries_of(monkeypatch, app, orders.SESSION_COMPLETED)
+    stripe_emulator.tick(app)
+    monkeypatch.undo()
+    [completed] = own_event_ids(app)
+
+    assert stripe_emulator.resend(app, completed)
+    stripe_emulator.tick(app)
+    assert get_order(app, order.public_id).status == "paid"
+
+
+def test_a_replayed_500_fails_the_order_cleanly_and_a_new_form_pays(hostile_app):
+    """Stripe made the session but answered 500; the key replays that 500 for a day."""
+    app = hostile_app
+    app.extensions["stripe_emulator"].failures.add("POST", "/v1/checkout/sessions", work_committed=True)
+    shop = ShopClient(app)
+    fields = shop.form_fields()
+
+    first = shop.checkout({"enamel-mug": 1}, fields)
+    assert first.status_code == 503
+    assert "nothing was charged" in first.get_data(as_text=True)
+    failed = get_order(app, latest_order_id(app))
+    assert failed.status == "failed" and failed.stripe_session_id is None
+    again = shop.checkout({"enamel-mug": 1}, fields)  # the same form resubmitted: the same 500
+    assert again.status_code == 503
+    assert count(app, Order) == 1
+
+    order = shop.start({"enamel-mug": 1})  # a fresh form is a new order with its own key
+    assert order.public_id != failed.public_id
+    pay(shop, order.checkout_url)
+    started = time.time()
+    stripe_emulator.tick(app, now=started)
+    stripe_emulator.tick(app, now=started + 25 * HOUR)  # the orphan session expires
+    assert get_order(app, order.public_id).status == "paid"
+    assert get_order(app, failed.public_id).status == "failed"
+
+
+def latest_order_id(app: Flask) -> str:
+    with app.app_context():
+        return db.session.scalar(select(Order.public_id).order_by(Order.id.desc()))
