@@ -13,7 +13,6 @@ from sqlalchemy import select, text
 from shop import stripe_emulator
 from shop.extensions import db
 from shop.stripe_emulator.addresses import server_origin
-from shop.stripe_emulator.core import backoff
 from shop.stripe_emulator.models import Delivery
 from tests.conftest import seeded_app
 from tests.helpers import CSRF_FIELD, TOKEN_FIELD, ShopClient, get_order, latest_order, path_of, pay
@@ -126,7 +125,7 @@ def test_each_failed_delivery_is_logged_with_url_answer_and_next_attempt(app, sh
     started = checkout_at(shop, "http://127.0.0.1:8000")
     shop.http.post(path_of(started.headers["Location"]), data=CARD, base_url="http://127.0.0.1:8000")
     now = time.time()
-    first_retry, second_retry = backoff(1), backoff(2)
+    first_retry, second_retry = app.extensions["stripe_emulator"].settings.retry_schedule[:2]
     with caplog.at_level(logging.WARNING, logger="shop.stripe_emulator"):
         stripe_emulator.tick(app, now=now)
         stripe_emulator.tick(app, now=now + first_retry + 0.1)
