@@ -17,11 +17,12 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from shop import orders, stripe_emulator
+from shop import orders, stripe_emulator, stripe_gateway
 from shop.extensions import db
 from shop.models import Order, StripeEvent
 from shop.stripe_emulator.models import Charge, CheckoutSession, Delivery, Event
 from tests.conftest import seeded_app
+from tests.emulator.conftest import sdk_client
 from tests.helpers import ShopClient, count, get_order, pay
 from tests.reliability.conftest import run_sync
 
@@ -182,3 +183,49 @@ def test_a_replayed_500_fails_the_order_cleanly_and_a_new_form_pays(hostile_app)
 def latest_order_id(app: Flask) -> str:
     with app.app_context():
         return db.session.scalar(select(Order.public_id).order_by(Order.id.desc()))
+
+
+def test_refunds_of_a_paid_order_apply_once_each(hostile_app):
+    app = hostile_app
+    shop = ShopClient(app)
+    order = shop.start({"field-notebook": 2})
+    pay(shop, order.checkout_url)
+    stripe_emulator.tick(app)
+    paid = get_order(app, order.public_id)
+    assert paid.status == "paid"
+
+    dashboard = sdk_client(app)  # a partial refund made in Stripe's dashboard
+    dashboard.v1.refunds.create(params={"payment_intent": paid.payment_intent_id, "amount": 500})
+    stripe_emulator.tick(app)
+    partly = get_order(app, order.public_id)
+    assert (partly.status, partly.amount_refunded) == ("partially_refunded", 500)
+
+    with app.app_context():
+        stripe_gateway.refund_remaining(partly)
+    stripe_emulator.tick(app)
+    refunded = get_order(app, order.public_id)
+    assert (refunded.status, refunded.amount_refunded) == ("refunded", refunded.amount_total)
+    assert undelivered(app, own_event_ids(app)) == []
+
+
+def test_sync_recovers_every_outcome_when_no_webhook_arrives(database_url):
+    with seeded_app(database_url, STRIPE_EMULATOR_HOSTILE=True, STRIPE_EMULATOR_DROP=1) as app:
+        shoppers = [ShopClient(app) for _ in range(4)]
+        card, transfer, failed_transfer, abandoned = orders_ = [s.start({"enamel-mug": 1}) for s in shoppers]
+        pay(shoppers[0], card.checkout_url)
+        pay(shoppers[1], transfer.checkout_url, method="bank_transfer")
+        pay(shoppers[2], failed_transfer.checkout_url, method="bank_transfer_fail")
+        started = time.time()
+        stripe_emulator.tick(app, now=started + 10)
+        stripe_emulator.tick(app, now=started + HALF_AN_HOUR_LATER)
+        assert [get_order(app, o.public_id).status for o in orders_] == ["awaiting_payment"] * 4
+
+        run_sync(app)
+
+        assert [get_order(app, o.public_id).status for o in orders_] == ["paid", "paid", "failed", "expired"]
+        assert [get_order(app, o.public_id).review_reason for o in orders_] == [None] * 4
+        applied = applied_event_ids(app)
+        assert own_event_ids(app) <= set(applied) and len(applied) == len(set(applied))
+        before = orders_snapshot(app)
+        run_sync(app)
+        assert orders_snapshot(app) == before
