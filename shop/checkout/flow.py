@@ -27,14 +27,30 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
         return order
     success_url = url_for("checkout.success", _external=True) + "?session_id={CHECKOUT_SESSION_ID}"
     cancel_url = url_for("checkout.cancel", order=order.public_id, _external=True)
+    _release_connection(order)
     try:
         session = stripe_gateway.create_checkout_session(order, success_url, cancel_url)
     except stripe_gateway.PaymentProviderError as exc:
         current_app.logger.warning("no Checkout Session for %s: %s", order.public_id, exc)
         if created:  # a concurrent resubmission must not fail the order its twin is paying
+            db.session.add(order)
             orders.mark_checkout_failed(order)
             db.session.commit()
         raise
+    db.session.add(order)
     orders.record_checkout_session(order, session.id, session.url)
     db.session.commit()
     return order
+
+
+def _release_connection(order: Order) -> None:
+    """Load the order and its items, detach them and end the transaction, returning its connection.
+
+    Stripe can take seconds to answer; holding a pooled connection meanwhile lets a burst of
+    checkouts exhaust the pool (offline, the emulator serving the call needs a connection of
+    its own, so they could even wait on each other). The caller adds the order back after.
+    """
+    db.session.refresh(order)
+    _ = order.items
+    db.session.expunge(order)
+    db.session.commit()
