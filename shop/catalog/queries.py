@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from ..extensions import db
 from ..models import Order, OrderItem, Product
+from ..reads import read_rows
 
 ORDERS_SHOWN = 20
 
@@ -69,36 +70,38 @@ class OrderSummary:
     items: list[OrderLine] = field(default_factory=list)
 
 
+_RECENT_ORDER_IDS = (
+    select(Order.id)
+    .where(Order.shopper_id == bindparam("shopper_id"))
+    .order_by(Order.created_at.desc(), Order.id.desc())
+    .limit(ORDERS_SHOWN)
+)
+RECENT_ORDERS_WITH_ITEMS = (
+    select(
+        Order.id,
+        Order.public_id,
+        Order.status,
+        Order.currency,
+        Order.amount_total,
+        Order.amount_refunded,
+        Order.created_at,
+        Order.paid_at,
+        OrderItem.product_name,
+        OrderItem.quantity,
+        OrderItem.unit_amount,
+    )
+    .join(OrderItem, OrderItem.order_id == Order.id)
+    .where(Order.id.in_(_RECENT_ORDER_IDS.scalar_subquery()))
+    .order_by(Order.created_at.desc(), Order.id.desc(), OrderItem.id)
+)
+
+
 def orders_of(shopper_id: str | None) -> list[OrderSummary]:
-    """The shopper's most recent orders with their items, newest first, in one query."""
+    """The shopper's most recent orders with their items, newest first, in one round trip."""
     if shopper_id is None:
         return []
-    recent = (
-        select(Order.id)
-        .where(Order.shopper_id == shopper_id)
-        .order_by(Order.created_at.desc(), Order.id.desc())
-        .limit(ORDERS_SHOWN)
-    )
-    rows = db.session.execute(
-        select(
-            Order.id,
-            Order.public_id,
-            Order.status,
-            Order.currency,
-            Order.amount_total,
-            Order.amount_refunded,
-            Order.created_at,
-            Order.paid_at,
-            OrderItem.product_name,
-            OrderItem.quantity,
-            OrderItem.unit_amount,
-        )
-        .join(OrderItem, OrderItem.order_id == Order.id)
-        .where(Order.id.in_(recent.scalar_subquery()))
-        .order_by(Order.created_at.desc(), Order.id.desc(), OrderItem.id)
-    )
     orders: dict[int, OrderSummary] = {}
-    for row in rows:
+    for row in read_rows(RECENT_ORDERS_WITH_ITEMS, {"shopper_id": shopper_id}):
         summary = orders.get(row.id)
         if summary is None:
             summary = orders[row.id] = OrderSummary(*row[1:8])
