@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
 """Per-request cost of the shop's hot endpoints, in-process, without gunicorn or wrk.
 
-    .venv/bin/python bench/micro.py [--requests 400]
+    .venv/bin/python bench/micro.py [--requests 400] [--json out.json] [--profile]
 
 Creates (and drops) its own PostgreSQL database, builds the app in production config and,
-through Flask's test client, measures for `GET /`, `GET /orders/<id>/status` and the
-webhook: CPU milliseconds per request (this process), wall milliseconds, and the database
-round trips per request (statements sent, plus the pool's pre-ping, BEGIN and
-COMMIT/ROLLBACK), with `--profile` a pyinstrument profile of each. Nothing in shop/ is
-changed. Single-threaded: it measures cost, not concurrency (bench/run.py does that).
+through Flask's test client, measures for `GET /` (a browser with five orders, two items
+each), `GET /orders/<id>/status` and the webhook: CPU milliseconds per request (this
+process), wall milliseconds, and what really went over the wire to PostgreSQL per request
+(round trips and statements parsed, from libpq's protocol trace), and the same for the two
+floors (`bench/floors.py`). `--profile` writes a pyinstrument profile of each endpoint to
+`bench/results/`. Nothing in shop/ is changed. Single-threaded: it measures cost, not
+concurrency (bench/run.py does that).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,48 +32,59 @@ import run as bench  # noqa: E402  (bench/run.py: database helpers and event sig
 
 
 class RoundTrips:
-    """Counts what the app sends to PostgreSQL: statements, pings, BEGIN, COMMIT/ROLLBACK."""
+    """Counts what really crosses the wire to PostgreSQL, from libpq's protocol trace.
 
-    def __init__(self, engine) -> None:
+    Every connection the engine opens writes its trace to one file. A round trip ends with
+    the server's ReadyForQuery (one per simple query, one per extended-protocol Sync); a
+    Parse message is a statement the server parses and plans again (a prepared statement
+    is parsed once per connection). A BEGIN or ROLLBACK the driver skips is not counted.
+    """
+
+    def __init__(self, engine, path: Path) -> None:
+        from psycopg import pq
         from sqlalchemy import event
 
-        self.count = 0
-        event.listen(engine, "before_cursor_execute", self._stmt)
-        event.listen(engine, "begin", self._one)
-        event.listen(engine, "commit", self._one)
-        event.listen(engine, "rollback", self._one)
-        ping = engine.dialect.do_ping  # the pool's pre-ping, on each checkout when enabled
+        self.path = path
+        self.offset = 0
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
 
-        def counted_ping(dbapi_connection):
-            self.count += 1
-            return ping(dbapi_connection)
+        def trace(dbapi_connection, _record) -> None:
+            dbapi_connection.pgconn.trace(fd)
+            dbapi_connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
 
-        engine.dialect.do_ping = counted_ping
+        engine.dispose()  # connections opened before now would go uncounted
+        event.listen(engine, "connect", trace)
 
-    def _stmt(self, *args) -> None:
-        self.count += 1
+    def take(self) -> tuple[int, int]:
+        """Round trips and Parse messages since the last call."""
+        with open(self.path, "rb") as trace:
+            trace.seek(self.offset)
+            text = trace.read()
+            self.offset += len(text)
+        return text.count(b"\tReadyForQuery\t"), text.count(b"\tParse\t")
 
-    def _one(self, *args) -> None:
-        self.count += 1
 
-
-def measure(label: str, call, n: int, trips: RoundTrips) -> dict:
-    for _ in range(20):  # warm caches (SQLAlchemy statement cache, Jinja)
+def measure(label: str, call, n: int, trips: RoundTrips | None) -> dict:
+    for _ in range(20):  # warm caches (SQLAlchemy statement cache, Jinja, prepared statements)
         call()
-    trips.count = 0
+    if trips:
+        trips.take()
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(n):
         call()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    row = {"label": label, "cpu_ms": 1000 * cpu / n, "wall_ms": 1000 * wall / n, "round_trips": trips.count / n}
-    print(f"  {label:<58} {row['cpu_ms']:6.2f} ms CPU  {row['wall_ms']:6.2f} ms wall  "
-          f"{row['round_trips']:4.1f} round trips", flush=True)
+    round_trips, parses = trips.take() if trips else (0, 0)
+    row = {"label": label, "cpu_ms": 1000 * cpu / n, "wall_ms": 1000 * wall / n,
+           "round_trips": round_trips / n, "parses": parses / n}
+    wire = f"{row['round_trips']:4.1f} round trips  {row['parses']:4.1f} parses" if trips else ""
+    print(f"  {label:<36} {row['cpu_ms']:6.2f} ms CPU  {row['wall_ms']:6.2f} ms wall  {wire}", flush=True)
     return row
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     parser.add_argument("--profile", action="store_true",
                         help="also profile each endpoint with pyinstrument (bench/results/micro-*.txt)")
     opts = parser.parse_args()
@@ -79,9 +94,11 @@ def main() -> int:
     bench.admin(f'CREATE DATABASE "{name}"')
     secret = "whsec_micro_" + secrets.token_hex(8)
     os.environ.update({
-        "APP_ENV": "production", "SECRET_KEY": "micro-" + secrets.token_hex(8), "DATABASE_URL": bench.db_url(name),
+        "APP_ENV": "production", "SECRET_KEY": "micro-" + secrets.token_hex(24), "DATABASE_URL": bench.db_url(name),
         "STRIPE_SECRET_KEY": "sk_test_micro", "STRIPE_WEBHOOK_SECRET": secret, "STRIPE_API_BASE": "http://127.0.0.1:9/_stripe",
     })
+    trace = Path(tempfile.mkstemp(prefix="shop-micro-", suffix=".trace")[1])
+    conn = None
     try:
         bench.run([str(bench.BIN / "flask"), "--app", "wsgi", "db", "upgrade"], dict(os.environ), "db upgrade")
         bench.run([str(bench.BIN / "flask"), "--app", "wsgi", "seed"], dict(os.environ), "seed")
@@ -93,55 +110,74 @@ def main() -> int:
         app = create_app()
         logging.getLogger("shop").setLevel(logging.WARNING)  # in-process: don't time stdout
         conn = bench.connect(name)
+        products = bench.catalogue(conn)
+        lines = [(pid, product_name, unit, 1 + i) for i, (pid, product_name, unit) in enumerate(products[:2])]
         client = app.test_client()
         client.get("/")  # the browser's session cookie
         with client.session_transaction() as sess:
             shopper = sess["shopper_id"]
-        orders = bench.insert_orders(conn, shopper, 5, 4200)
+        orders = bench.insert_orders(conn, shopper, 5, lines)
         public_id = orders[0][0]
         with app.app_context():
-            trips = RoundTrips(db.engine)
-        events = iter(bench.insert_orders(conn, "micro-webhooks", 20 + 8 * (n + 20), 4200))
+            trips = RoundTrips(db.engine, trace)
+        events = iter(bench.insert_orders(conn, "micro-webhooks", 40 + 2 * (n + 20), lines))
+        conn.execute("ANALYZE")
+
+        import floors  # the same-work floors, on the same database and cookie
+
+        floor = floors.app.test_client()
+        floor.set_cookie("session", client.get_cookie("session").value)
 
         def home():
-            assert client.get("/").status_code == 200
+            page = client.get("/")
+            assert page.status_code == 200 and page.get_data().count(b'class="order"') == 5
 
         def status():
             assert client.get(f"/orders/{public_id}/status").status_code == 200
 
         def webhook():
-            pid, sid = next(events)
-            body = bench.completed_event(pid, sid, 4200)
+            pid, sid, amount = next(events)
+            body = bench.completed_event(pid, sid, amount)
             answer = client.post("/webhooks/stripe", data=body, headers={
                 "Content-Type": "application/json", "Stripe-Signature": bench.sign(body, secret)})
             assert answer.status_code == 200, answer.get_data(as_text=True)
 
+        def floor_home():
+            page = floor.get("/")
+            assert page.status_code == 200 and page.get_data().count(b'class="order"') == 5
+
+        def floor_status():
+            assert floor.get(f"/orders/{public_id}/status").status_code == 200
+
         print(f"{n} requests each, one thread, production config, PostgreSQL (database {name})\n")
-        endpoints = (("GET / (5 orders)", home), ("GET /orders/<id>/status", status), ("POST /webhooks/stripe", webhook))
-        for label, call in endpoints:
-            measure(label, call, n, trips)
+        endpoints = (("home", "GET / (5 orders)", home), ("status", "GET /orders/<id>/status", status),
+                     ("webhook", "POST /webhooks/stripe", webhook))
+        rows = [measure(label, call, n, trips) | {"slug": slug} for slug, label, call in endpoints]
+        rows += [measure(label, call, n, None) | {"slug": slug} for slug, label, call in (
+            ("floor_home", "floor: GET / (5 orders)", floor_home),
+            ("floor_status", "floor: GET /orders/<id>/status", floor_status))]
         if opts.profile:
             from pyinstrument import Profiler
 
-            for (label, call), slug in zip(endpoints, ("home", "status", "webhook"), strict=True):
+            results = ROOT / "bench" / "results"
+            results.mkdir(parents=True, exist_ok=True)
+            for slug, label, call in endpoints:
                 profiler = Profiler(interval=0.0002)
                 profiler.start()
                 for _ in range(n):
                     call()
                 profiler.stop()
-                out = ROOT / "bench" / "results" / f"micro-{slug}.txt"
+                out = results / f"micro-{slug}.txt"
                 out.write_text(profiler.output_text(unicode=True, color=False, show_all=False, short_mode=False))
                 print(f"  profile of {label}: {out.relative_to(ROOT)}")
-
-        import ceiling
-
-        bare = ceiling.app.test_client()
-        measure("the ceiling app: GET /status (for scale)", lambda: bare.get("/status"), n, trips)
+        if opts.json:
+            opts.json.write_text(json.dumps({"requests": n, "endpoints": rows}, indent=2) + "\n")
     finally:
         with contextlib.suppress(Exception):
             conn.close()
         with contextlib.suppress(Exception):
             db.engine.dispose()
+        trace.unlink(missing_ok=True)
         bench.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return 0
 

@@ -1,31 +1,33 @@
 #!/usr/bin/env python3
-"""Load benchmark of the shop against a bare Flask "ceiling", with pass/fail goals.
+"""Load benchmark of the shop against same-work floors, with each goal and pass/miss.
 
-    .venv/bin/python bench/run.py [--duration 10] [--connections 50] [--json bench/results/latest.json]
+    .venv/bin/python bench/run.py [--duration 8] [--repeat 2] [--connections 50]
 
-One run (about 2-3 minutes with the defaults) does everything and cleans up after itself:
+One command, from a fresh clone (about 5 minutes with the defaults), cleaning up after
+itself even on error or Ctrl-C:
 
-1. creates a fresh PostgreSQL database (and one for the Stripe emulator), runs the
-   migrations (`flask --app wsgi db upgrade`, `flask --app wsgi seed`) in production config;
-2. starts three gunicorn servers with the shop's own settings (`gunicorn.conf.py`,
-   WEB_CONCURRENCY=2, bound to 127.0.0.1 only): the shop (APP_ENV=production), the ceiling
-   (`bench/ceiling.py`), and a development instance of the shop whose offline Stripe
-   emulator stands in for Stripe (the shop's STRIPE_API_BASE points at it);
-3. makes a browser with a few orders through the real checkout form, pays two of them with
-   signed webhooks, and pre-creates the orders and signed events for the webhook scenarios;
-4. loads each scenario with wrk (bounded: --duration seconds each, after a short warm-up)
-   and checks the database afterwards (every delivered event applied exactly once);
-5. prints a markdown table with the goals, writes the JSON file, stops the servers and
-   drops the databases (also on failure or Ctrl-C).
+1. creates a throwaway PostgreSQL database for the shop (and one for the Stripe emulator)
+   and migrates and seeds it in production config;
+2. starts, with the shop's own `gunicorn.conf.py` and WEB_CONCURRENCY=2, on 127.0.0.1
+   only: the shop (APP_ENV=production); the floors (`bench/floors.py`, the least a Flask
+   app must do to answer the same two read endpoints, on the same database with the same
+   SECRET_KEY); and a development instance whose offline Stripe emulator stands in for
+   Stripe, in its own process;
+3. loads each scenario with wrk for `--duration` seconds after a short warm-up, `--repeat`
+   times, the shop and its floor alternating, and compares them within the run (ratios);
+   a load where one worker did less than a tenth of the server's CPU (the kernel gave it
+   almost no connections) is run again, at most twice;
+4. checks the database after the webhook, storm and checkout loads (every event applied
+   once, one transition, one session per order), and counts database round trips per
+   request in-process (`bench/micro.py`);
+5. prints a markdown table, one row per goal with its median, spread and PASS/MISS, and
+   writes everything to `bench/results/latest.json`.
 
-Exit status: 0 all goals met; 1 a performance goal missed; 2 errors (a non-2xx answer
-other than the expected 303, socket errors, a failed integrity check, a server that
-would not start). `--profile` also samples the shop's workers with py-spy during its
-scenarios (numbers are then lower: py-spy shares the CPUs) and writes
-`bench/results/profile-*.txt`.
+Exit status: 0 every goal met; 1 a goal missed; 2 errors (a non-2xx answer other than the
+checkout's 303, socket errors, a failed integrity check, a server that would not start).
 
-Needs: wrk (`apt-get install -y wrk`), PostgreSQL on 127.0.0.1:5432 (user postgres, trust
-auth, or set BENCH_PG_URL), and for --profile `pip install -r bench/requirements.txt`.
+Needs wrk (`apt-get install -y wrk`) and PostgreSQL on 127.0.0.1:5432 (user postgres,
+trust auth, or set BENCH_PG_URL); for `--profile`, `pip install -r bench/requirements.txt`.
 """
 from __future__ import annotations
 
@@ -39,14 +41,16 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -67,15 +71,25 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 QUANTITY_FIELD = re.compile(r'name="(quantity-[a-z0-9-]+)"')
 SESSION_COOKIE = re.compile(r"(?:^|[;,]\s*)session=([^;]+)")
 
-# Goals (see the README's Performance section).
-GOAL_HOME_RATIO = 0.60
-GOAL_STATUS_RATIO = 0.75
-GOAL_WEBHOOK_RATE = 400.0
-GOAL_STATUS_P99_MS = 50.0
+# Goals (issue "ahead of every peer on every path"; see the README's Performance section).
+GOAL_WEBHOOK_RATE = 1000.0  # unique events/s, 2 workers, PostgreSQL
+GOAL_WEBHOOK_ROUND_TRIPS = 3.0
+GOAL_CHECKOUT_RATE = 230.0  # orders/s against the emulator in its own process
+GOAL_HOME_RATIO = 0.80  # of the home floor
+GOAL_STATUS_RATIO = 0.90  # of the status floor
+GOAL_VIEW_ROUND_TRIPS = 1.0  # home and status
+GOAL_STATUS_P99_MS = 20.0  # at STATUS_P99_CONNECTIONS
+STATUS_P99_CONNECTIONS = 10
+GOAL_WEBHOOK_GROWTH = 1.25  # p50 with 100k orders and events / p50 on empty tables
+GOAL_HOME_GROWTH = 1.15  # p50 with many orders / p50 with the 20 shown
+BIG_TABLES = 100_000
+MANY_ORDERS = 1_000
+IMBALANCE = 0.10  # a worker with less than this share of the server's CPU: the load is rerun
+MAX_RERUNS = 2
 
 # Shoppers of the orders the bench creates directly in the database.
 WEBHOOK_SHOPPER = "bench-webhooks"
-WARMUP_SHOPPER = "bench-webhooks-warmup"
+HISTORY_SHOPPER = "bench-history"
 DUPLICATE_SHOPPER = "bench-duplicates"
 
 
@@ -220,25 +234,59 @@ def connect(name: str) -> psycopg.Connection:
     return psycopg.connect(db_url(name), autocommit=True)
 
 
-def insert_orders(conn: psycopg.Connection, shopper_id: str, count: int, amount: int) -> list[tuple[str, str]]:
-    """Orders awaiting payment with a Checkout Session, as checkout leaves them. Returns (public_id, session_id)."""
+def catalogue(conn: psycopg.Connection) -> list[tuple[int, str, int]]:
+    """(id, name, unit_amount) of the products on sale, in page order."""
+    return conn.execute("SELECT id, name, unit_amount FROM products WHERE active ORDER BY position").fetchall()
+
+
+def insert_orders(
+    conn: psycopg.Connection, shopper_id: str, count: int, lines: list[tuple[int, str, int, int]],
+    status: str = "awaiting_payment",
+) -> list[tuple[str, str, int]]:
+    """Orders with their items, as checkout leaves them (a Checkout Session each).
+
+    `lines` are (product id, name, unit amount, quantity). Returns (public_id, session_id, amount).
+    """
     now = datetime.now(UTC)
+    amount = sum(unit * quantity for _, _, unit, quantity in lines)
+    paid_at = now if status == "paid" else None
     rows = []
-    for _ in range(count):
+    for i in range(count):
         public_id = "ord_" + secrets.token_urlsafe(16)
         session_id = "cs_test_bench_" + secrets.token_hex(16)
+        created = now - timedelta(seconds=count - i)  # one a second, the newest last, as orders arrive
         rows.append((
-            public_id, shopper_id, secrets.token_urlsafe(24), "awaiting_payment", "usd", amount, 0,
-            session_id, f"http://{HOST}/_stripe/pay/{session_id}", now, now,
+            public_id, shopper_id, secrets.token_urlsafe(24), status, "usd", amount, 0,
+            session_id, f"http://{HOST}/_stripe/pay/{session_id}", created, created, paid_at,
         ))
-    with conn.cursor() as cur:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("CREATE TEMPORARY TABLE bench_new (public_id text) ON COMMIT DROP")
         with cur.copy(
             "COPY orders (public_id, shopper_id, checkout_token, status, currency, amount_total, amount_refunded,"
-            " stripe_session_id, checkout_url, created_at, updated_at) FROM STDIN"
+            " stripe_session_id, checkout_url, created_at, updated_at, paid_at) FROM STDIN"
         ) as copy:
             for row in rows:
                 copy.write_row(row)
-    return [(row[0], row[7]) for row in rows]
+        with cur.copy("COPY bench_new (public_id) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row((row[0],))
+        for product_id, name, unit, quantity in lines:
+            cur.execute(
+                "INSERT INTO order_items (order_id, product_id, product_name, quantity, unit_amount)"
+                " SELECT o.id, %s, %s, %s, %s FROM orders o JOIN bench_new n USING (public_id) ORDER BY o.id",
+                (product_id, name, quantity, unit))
+    return [(row[0], row[7], amount) for row in rows]
+
+
+def insert_processed_events(conn: psycopg.Connection, count: int) -> None:
+    """Events already applied to paid orders: the history a shop that has been selling keeps."""
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO stripe_events (id, type, created, order_id, received_at, processed_at, outcome)"
+            " SELECT 'evt_bench_history_' || o.id, 'checkout.session.completed', extract(epoch FROM now())::int,"
+            "  o.id, now(), now(), 'order paid'"
+            " FROM orders o WHERE o.status = 'paid' AND NOT EXISTS (SELECT 1 FROM stripe_events e WHERE e.order_id = o.id)"
+            " ORDER BY o.id LIMIT %s", (count,))
 
 
 # --------------------------------------------------------------------------- events
@@ -275,9 +323,9 @@ def sign(body: str, secret: str) -> str:
     return stripe.WebhookSignature.generate_signature_header(body, secret, timestamp=int(time.time()))
 
 
-def write_bodies(path: Path, orders: list[tuple[str, str]], amount: int, secret: str) -> None:
+def write_bodies(path: Path, orders: list[tuple[str, str, int]], secret: str) -> None:
     with open(path, "w") as out:
-        for public_id, session_id in orders:
+        for public_id, session_id, amount in orders:
             body = completed_event(public_id, session_id, amount)
             out.write(f"{sign(body, secret)}\t{body}\n")
 
@@ -305,8 +353,8 @@ class Meter:
 
     def sample(self) -> dict[str, float]:
         values = {name: cpu_seconds([s.proc.pid, *s.workers()]) for name, s in self.servers.items()}
-        for name in ("shop", "ceiling"):  # per worker: is the load spread over both?
-            for i, pid in enumerate(self.servers[name].workers()):
+        for name, server in self.servers.items():  # per worker: is the load spread over both?
+            for i, pid in enumerate(server.workers()):
                 values[f"{name}_w{i + 1}"] = cpu_seconds([pid])
         values["postgres"] = cpu_seconds(postgres_pids())
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -359,7 +407,7 @@ def wrk(
     cpu = {}
     if meter:
         cpu = {name: round(100 * (after[name] - before[name]) / secs, 1) for name in after}  # % of one core
-        ours = sum(v for k, v in cpu.items() if k in ("shop", "ceiling", "emulator", "postgres", "wrk"))
+        ours = sum(v for k, v in cpu.items() if k in (*meter.servers, "postgres", "wrk"))
         cpu["other_processes"] = round(max(0.0, cpu.pop("machine_busy") - ours), 1)
     return Load(raw["requests"], secs, raw["requests"] / secs, raw["p50_us"] / 1000, raw["p99_us"] / 1000, errors, raw, cpu)
 
@@ -405,6 +453,32 @@ class Browser:
 
 def new_checkout_token() -> str:
     return secrets.token_urlsafe(24)  # 32 characters, like the form's
+
+
+def write_shoppers(path: Path, secret_key: str, count: int) -> list[str]:
+    """Many first-time shoppers, one line each: session cookie, CSRF token, client address.
+
+    Each has the signed session cookie and CSRF token the home page would have given it
+    (made here with the shop's SECRET_KEY, as Flask and Flask-WTF sign them), and an
+    address of its own for the router's X-Forwarded-For, so the checkout load is many
+    shoppers buying once each rather than one browser buying thousands of times.
+    """
+    from flask import Flask, session
+    from flask_wtf.csrf import generate_csrf
+
+    signer = Flask("bench-shoppers")
+    signer.config.update(SECRET_KEY=secret_key)
+    serializer = signer.session_interface.get_signing_serializer(signer)
+    shopper_ids = []
+    with open(path, "w") as out:
+        for i in range(count):
+            with signer.test_request_context():
+                shopper_ids.append(secrets.token_urlsafe(24))
+                session["shopper_id"] = shopper_ids[-1]
+                csrf = generate_csrf()
+                cookie = serializer.dumps(dict(session))
+            out.write(f"{cookie}\t{csrf}\t10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n")
+    return shopper_ids
 
 
 # --------------------------------------------------------------------------- profiles
@@ -455,12 +529,93 @@ def machine() -> dict[str, Any]:
     }
 
 
-def fmt_rate(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f}"
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
-def fmt_ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f} ms"
+def spread(values: list[float], fmt: Callable[[float], str]) -> str:
+    return f"{fmt(min(values))}–{fmt(max(values))}" if len(values) > 1 else "—"
+
+
+def rate_text(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def ms_text(value: float) -> str:
+    return f"{value:.1f} ms"
+
+
+def ratio_text(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def worker_share(load: Load, server: str) -> float:
+    """The least busy worker's share of the server's worker CPU during the load."""
+    workers = [v for k, v in load.cpu.items() if k.startswith(f"{server}_w")]
+    total = sum(workers)
+    return min(workers) / total if len(workers) > 1 and total > 0 else 1.0
+
+
+class Runner:
+    """Runs loads, reruns one whose server left a worker nearly idle, and keeps every load."""
+
+    def __init__(self, opts: argparse.Namespace, meter: Meter, servers: dict[str, Server]) -> None:
+        self.opts = opts
+        self.meter = meter
+        self.servers = servers
+        self.series: dict[str, list[Load]] = {}
+        self.reruns: list[str] = []
+        self.errors: list[str] = []
+
+    def load(
+        self, name: str, server: str, path: str, mode: str = "get", expected: int = 200, *,
+        headers: list[str] = (), connections: int | None = None, seconds: float | None = None,
+        prepare: Callable[[], tuple[list[str], list[str]]] | None = None,
+        after: Callable[[Load], None] | None = None,
+    ) -> Load:
+        """One measured load of `server` (after a warm-up); `prepare` gives (args, warm-up args)."""
+        url = self.servers[server].base + path
+        connections = connections or self.opts.connections
+        seconds = seconds or self.opts.duration
+        for attempt in range(MAX_RERUNS + 1):
+            args, warm_args = prepare() if prepare else ([], [])
+            if self.opts.warmup:
+                wrk(url, self.opts.warmup, connections, mode, expected, warm_args, headers)
+            profile_to = BENCH / "results" / f"profile-{name}.raw" if self.opts.profile and server == "shop" else None
+            load = wrk(url, seconds, connections, mode, expected, args, headers, self.meter,
+                       profile_to, self.servers[server].proc.pid)
+            if profile_to:
+                profile_to.with_suffix(".txt").write_text(summarise_profile(profile_to))
+            if after:
+                after(load)
+            share = worker_share(load, server)
+            log(f"{name:<22} {load.rate:8,.0f} req/s  p50 {load.p50_ms:6.1f} ms  p99 {load.p99_ms:6.1f} ms"
+                f"  errors {load.errors}  least busy worker {share:.0%}")
+            if load.errors:
+                self.errors.append(f"{name}: {load.errors} errors "
+                                   f"({json.dumps({k: v for k, v in load.raw.items() if k != 'wrk_output'})})")
+            if share >= IMBALANCE or attempt == MAX_RERUNS:
+                break
+            self.reruns.append(f"{name}: one worker did {share:.0%} of the CPU, load run again")
+            log(f"  {self.reruns[-1]}")
+        self.series.setdefault(name, []).append(load)
+        return load
+
+    def rates(self, name: str) -> list[float]:
+        return [load.rate for load in self.series.get(name, [])]
+
+
+def micro_round_trips(requests_each: int) -> dict[str, Any]:
+    """Round trips and CPU per request, in-process, from bench/micro.py."""
+    out = Path(tempfile.mkstemp(prefix="shop-micro-", suffix=".json")[1])
+    try:
+        result = subprocess.run([sys.executable, str(BENCH / "micro.py"), "--requests", str(requests_each),
+                                 "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise BenchError(f"bench/micro.py failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
 
 
 def _interrupt(*_: Any) -> None:
@@ -469,19 +624,27 @@ def _interrupt(*_: Any) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per scenario (default 10)")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per scenario (default 8)")
+    parser.add_argument("--repeat", type=int, default=2, help="repetitions of each scenario (default 2)")
     parser.add_argument("--connections", type=int, default=50, help="concurrent connections (default 50)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each measured load")
     parser.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json", help="where to write the results")
     parser.add_argument("--profile", action="store_true", help="sample the shop's workers with py-spy (slower numbers)")
     parser.add_argument("--profile-mode", choices=("cpu", "wall"), default="cpu",
                         help="cpu: only threads running Python (holding the GIL); wall: all threads, waits included")
+    parser.add_argument("--only", default="webhook,read,checkout",
+                        help="comma-separated scenario groups to run: webhook, read, checkout (default: all)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (printed path)")
     opts = parser.parse_args()
+    groups = set(opts.only.split(","))
+    if not groups or groups - {"webhook", "read", "checkout"}:
+        parser.error("--only takes webhook, read and/or checkout")
     global PROFILE_MODE
     PROFILE_MODE = opts.profile_mode
-    if not 1 <= opts.duration <= 200:
-        parser.error("--duration must be 1..200 s (signed webhook events expire after 300 s)")
+    if not 1 <= opts.duration <= 120:
+        parser.error("--duration must be 1..120 s (signed webhook events expire after 300 s)")
+    if not 1 <= opts.repeat <= 9:
+        parser.error("--repeat must be 1..9")
 
     if not (shutil.which("wrk") or Path("/usr/bin/wrk").exists()):
         print("ERROR: wrk is not installed. Install it with:  apt-get install -y wrk", file=sys.stderr)
@@ -489,6 +652,8 @@ def main() -> int:
     if opts.profile and not (BIN / "py-spy").exists():
         print("ERROR: --profile needs py-spy:  .venv/bin/pip install -r bench/requirements.txt", file=sys.stderr)
         return 2
+    if opts.profile:
+        (BENCH / "results").mkdir(parents=True, exist_ok=True)
 
     # SIGTERM (e.g. from a CI timeout) unwinds through the same `finally` as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -501,7 +666,7 @@ def main() -> int:
     servers: dict[str, Server] = {}
     created_dbs: list[str] = []
     results: dict[str, Any] = {"scenarios": {}, "checks": {}, "notes": []}
-    errors: list[str] = []
+    runner: Runner | None = None
     exit_code = 2
     try:
         info = machine()
@@ -514,14 +679,16 @@ def main() -> int:
         log(f"databases {shop_db}, {emu_db} created")
 
         webhook_secret = "whsec_bench_" + secrets.token_hex(16)
-        ports = {"shop": free_port(), "ceiling": free_port(), "emulator": free_port()}
+        secret_key = "bench-" + secrets.token_hex(24)
+        ports = {"shop": free_port(), "floor": free_port(), "emulator": free_port()}
         emulator_url = f"http://{HOST}:{ports['emulator']}/_stripe"
-        base_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "GUNICORN_THREADS")}
+        base_env = {k: v for k, v in os.environ.items()
+                    if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "GUNICORN_THREADS")}
         base_env |= {"WEB_CONCURRENCY": "2", "PYTHONUNBUFFERED": "1", "FLASK_DEBUG": "0", "SHOP_CURRENCY": "usd",
                      "ALLOW_LIVE_PAYMENTS": "0"}
         shop_env = base_env | {
             "APP_ENV": "production",
-            "SECRET_KEY": "bench-" + secrets.token_hex(16),
+            "SECRET_KEY": secret_key,
             "DATABASE_URL": db_url(shop_db),
             "STRIPE_SECRET_KEY": "sk_test_bench",
             "STRIPE_WEBHOOK_SECRET": webhook_secret,
@@ -531,6 +698,7 @@ def main() -> int:
             "CHECKOUT_LIMIT_PER_IP": "1000000 per second",
             "CHECKOUT_LIMIT_PER_BROWSER": "1000000 per second",
         }
+        floor_env = base_env | {"APP_ENV": "production", "SECRET_KEY": secret_key, "DATABASE_URL": db_url(shop_db)}
         emulator_env = base_env | {
             "APP_ENV": "development",
             "SECRET_KEY": "bench-emulator-" + secrets.token_hex(16),
@@ -550,28 +718,20 @@ def main() -> int:
 
         servers["emulator"] = start_gunicorn("emulator", "wsgi:app", emulator_env, ports["emulator"], logdir)
         servers["shop"] = start_gunicorn("shop", "wsgi:app", shop_env, ports["shop"], logdir)
-        servers["ceiling"] = start_gunicorn("ceiling", "bench.ceiling:app", base_env, ports["ceiling"], logdir)
+        servers["floor"] = start_gunicorn("floor", "bench.floors:app", floor_env, ports["floor"], logdir)
         wait_ready(servers["shop"], "/static/favicon.svg")
-        wait_ready(servers["ceiling"], "/status")
-        emulator_ok = True
-        try:
-            wait_ready(servers["emulator"], "/_stripe/v1/events")
-        except BenchError as exc:
-            emulator_ok = False
-            errors.append(f"the Stripe emulator did not start: {exc}")
-            log(f"ERROR {errors[-1]}")
-        log(f"servers up: shop :{ports['shop']}, ceiling :{ports['ceiling']}, emulator :{ports['emulator']} (logs in {logdir})")
-        meter = Meter({"shop": servers["shop"], "ceiling": servers["ceiling"], "emulator": servers["emulator"]})
-        shop, ceiling = servers["shop"].base, servers["ceiling"].base
+        wait_ready(servers["floor"], "/orders/none/status")
+        wait_ready(servers["emulator"], "/_stripe/v1/events")
+        log(f"servers up: shop :{ports['shop']}, floor :{ports['floor']}, emulator :{ports['emulator']} (logs in {logdir})")
+        runner = Runner(opts, Meter(dict(servers)), servers)
         conn = connect(shop_db)
         # Plenty of stock, so checkout never answers "sold out" (the catalogue opens at 100 units).
-        has_stock = conn.execute("SELECT 1 FROM information_schema.columns WHERE table_name = 'products'"
-                                 " AND column_name = 'stock'").fetchone()
-        if has_stock:
-            conn.execute("UPDATE products SET stock = 100000000")
+        conn.execute("UPDATE products SET stock = 100000000")
+        products = catalogue(conn)
+        two_lines = [(pid, name, unit, 1 + i) for i, (pid, name, unit) in enumerate(products[:2])]
 
-        # ---- the browser with a few orders, made through the real checkout form
-        browser = Browser(shop)
+        # ---- a browser with five orders, made through the real checkout form, two of them paid
+        browser = Browser(servers["shop"].base)
         csrf, quantity_fields = browser.form()
         tokens = []
         for i in range(5):
@@ -585,209 +745,144 @@ def main() -> int:
                 raise BenchError(f"POST /checkout answered {answer.status_code}, not 303: {answer.text[:400]}")
             tokens.append(token)
         browser_orders = conn.execute(
-            "SELECT id, public_id, stripe_session_id, amount_total, shopper_id FROM orders"
-            " WHERE checkout_token = ANY(%s) ORDER BY id", (tokens,)
-        ).fetchall()
-        if len(browser_orders) != 5 or any(row[2] is None for row in browser_orders):
+            "SELECT public_id, stripe_session_id, amount_total FROM orders WHERE checkout_token = ANY(%s) ORDER BY id",
+            (tokens,)).fetchall()
+        if len(browser_orders) != 5 or any(row[1] is None for row in browser_orders):
             raise BenchError(f"checkout left unexpected orders: {browser_orders}")
-        for _, public_id, session_id, amount, _ in browser_orders[:2]:  # two of them paid
+        for public_id, session_id, amount in browser_orders[:2]:
             body = completed_event(public_id, session_id, amount)
-            answer = requests.post(shop + "/webhooks/stripe", data=body, timeout=30, headers={
+            answer = requests.post(servers["shop"].base + "/webhooks/stripe", data=body, timeout=30, headers={
                 "Content-Type": "application/json", "Stripe-Signature": sign(body, webhook_secret)})
             if answer.status_code != 200:
                 raise BenchError(f"webhook answered {answer.status_code}: {answer.text[:300]}")
-        status_order = browser_orders[0][1]
+        status_order = browser_orders[0][0]
         cookie = f"Cookie: session={browser.cookie}"
-        log(f"browser has {len(browser_orders)} orders (2 paid); status scenario polls {status_order}")
+        log(f"browser has 5 orders (2 paid); the status loads poll {status_order}")
 
-        # ---- orders and signed events for the webhook scenarios
-        warmup_secs = max(0.0, opts.warmup)
-        n_events = max(2000, int(opts.duration * 1500))
-        amount = 4200
-        t0 = time.monotonic()
-        measured = insert_orders(conn, WEBHOOK_SHOPPER, n_events, amount)
-        warm = insert_orders(conn, WARMUP_SHOPPER, 400, amount)
-        dupe = insert_orders(conn, DUPLICATE_SHOPPER, 1, amount)
-        conn.execute("ANALYZE")
-        log(f"{len(measured) + len(warm) + 1} orders for the webhook scenarios inserted in {time.monotonic() - t0:.1f} s")
+        # ---- webhook ingestion: unique signed events, each paying its own order
+        n_events = max(3000, int(opts.duration * 2500))
+        webhook_checks: list[dict] = []
+        webhook_rounds = iter(range(1000))
 
-        loads: dict[str, Load] = {}
+        def webhook_load(name: str) -> Load:
+            shopper = f"{WEBHOOK_SHOPPER}-{next(webhook_rounds)}"
 
-        def scenario(name: str, url: str, mode: str, expected: int, args: list[str] = (),
-                     headers: list[str] = (), warm_args: list[str] | None = None, profile: bool = False,
-                     seconds: float | None = None) -> Load:
-            if warmup_secs:
-                wrk(url, warmup_secs, opts.connections, mode, expected, warm_args if warm_args is not None else args, headers)
-            profile_to = BENCH / "results" / f"profile-{name}.txt" if (opts.profile and profile) else None
-            load = wrk(url, seconds or opts.duration, opts.connections, mode, expected, args, headers, meter,
-                       profile_to.with_suffix(".raw") if profile_to else None, servers["shop"].proc.pid)
-            if profile_to:
-                profile_to.write_text(summarise_profile(profile_to.with_suffix(".raw")))
-            loads[name] = load
-            log(f"{name:<16} {load.rate:8,.0f} req/s  p50 {load.p50_ms:6.1f} ms  p99 {load.p99_ms:6.1f} ms"
-                f"  errors {load.errors}  cpu% {load.cpu}")
-            if load.errors:
-                errors.append(f"{name}: {load.errors} errors ({json.dumps({k: v for k, v in load.raw.items() if k != 'wrk_output'})})")
-            return load
+            def prepare() -> tuple[list[str], list[str]]:
+                measured = insert_orders(conn, shopper, n_events, two_lines)
+                warm = insert_orders(conn, shopper + "-warm-up", 600, two_lines)
+                conn.execute("ANALYZE orders")
+                bodies, warm_file = work / f"{shopper}.tsv", work / f"{shopper}-warm-up.tsv"
+                write_bodies(warm_file, warm, webhook_secret)  # signed just before sending (300 s tolerance)
+                write_bodies(bodies, measured, webhook_secret)
+                return [str(bodies)], [str(warm_file)]
 
-        scenario("ceiling_home", ceiling + "/", "get", 200)
-        scenario("home", shop + "/", "get", 200, headers=[cookie], profile=True)
-        scenario("ceiling_status", ceiling + "/status", "get", 200)
-        scenario("status", f"{shop}/orders/{status_order}/status", "get", 200, headers=[cookie], profile=True)
+            def after(load: Load) -> None:
+                time.sleep(1.0)  # requests still in flight when wrk stopped finish
+                applied = conn.execute("SELECT count(*) FROM orders WHERE shopper_id = %s AND status = 'paid'",
+                                       (shopper,)).fetchone()[0]
+                load.raw["unique_events_per_s"] = applied / load.seconds
+                webhook_checks.append(check_webhooks(conn, shopper, load, applied, opts.connections, runner.errors))
+                if load.raw["wrapped"]:
+                    runner.errors.append(f"{name}: all {n_events} prepared events were sent before the time was up")
+                conn.execute("DELETE FROM orders WHERE shopper_id = ANY(%s)", ([shopper, shopper + "-warm-up"],))
 
-        # Webhook ingestion: sign just before sending (Stripe's 300 s tolerance).
-        warm_file, bodies_file, dupe_file = work / "warm.tsv", work / "bodies.tsv", work / "dupe.tsv"
-        t0 = time.monotonic()
-        write_bodies(warm_file, warm, amount, webhook_secret)
-        write_bodies(bodies_file, measured, amount, webhook_secret)
-        log(f"{len(measured) + len(warm)} events signed in {time.monotonic() - t0:.1f} s")
-        paid_before = conn.execute("SELECT count(*) FROM orders WHERE shopper_id = %s AND status = 'paid'",
-                                   (WEBHOOK_SHOPPER,)).fetchone()[0]
-        webhook = scenario("webhook", shop + "/webhooks/stripe", "bodies", 200, [str(bodies_file)],
-                           warm_args=[str(warm_file)], profile=True)
-        time.sleep(1.0)  # let requests still in flight when wrk stopped finish
-        applied = conn.execute("SELECT count(*) FROM orders WHERE shopper_id = %s AND status = 'paid'",
-                               (WEBHOOK_SHOPPER,)).fetchone()[0] - paid_before
-        unique_rate = applied / webhook.seconds
-        results["checks"]["webhook"] = check_webhooks(conn, webhook, applied, opts.connections, errors)
-        if webhook.raw["wrapped"]:
-            errors.append(f"webhook: all {n_events} prepared events were sent before the time was up; "
-                          "the rate counts unique events only, but raise n_events")
+            return runner.load(name, "shop", "/webhooks/stripe", "bodies", prepare=prepare, after=after)
 
-        # A storm of one event.
-        dupe_body = completed_event(dupe[0][0], dupe[0][1], amount)
-        dupe_file.write_text(f"{sign(dupe_body, webhook_secret)}\t{dupe_body}\n" * 64)  # a line for every wrk thread
-        storm_seconds = max(1.0, opts.duration / 2)
-        storm = scenario("duplicate_storm", shop + "/webhooks/stripe", "bodies", 200, [str(dupe_file)],
-                         seconds=storm_seconds, warm_args=[str(warm_file)])
-        time.sleep(1.0)
-        results["checks"]["duplicate_storm"] = check_storm(conn, dupe[0][0], errors)
+        def forget_webhook_orders() -> None:
+            conn.execute("DELETE FROM stripe_events WHERE id LIKE 'evt_bench_%' AND id NOT LIKE 'evt_bench_history_%'")
+            conn.execute("VACUUM ANALYZE orders")
+            conn.execute("VACUUM ANALYZE stripe_events")
 
-        # Checkout creation against the emulator, by a second browser.
-        checkout = None
-        if emulator_ok:
-            buyer = Browser(shop)
-            csrf, quantity_fields = buyer.form()
-            form = urlencode({"csrf_token": csrf, quantity_fields[0]: "1", **{f: "0" for f in quantity_fields[1:]}})
-            # `buyer.form()` set the session; checkout tokens: prefix (20) + thread (2) + counter (10) = 32.
-            warm_prefix, prefix = "w" + secrets.token_hex(10)[:19], "b" + secrets.token_hex(10)[:19]
-            checkout = scenario("checkout", shop + "/checkout", "checkout", 303, [prefix, form],
-                                headers=[f"Cookie: session={buyer.cookie}"], warm_args=[warm_prefix, form], profile=True)
-            # Requests still in flight when wrk stopped finish on their own (bounded wait).
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and conn.execute(
-                    "SELECT count(*) FROM orders WHERE checkout_token LIKE %s AND status = 'pending'",
-                    (prefix + "%",)).fetchone()[0]:
-                time.sleep(0.5)
-            results["checks"]["checkout"] = check_checkout(conn, prefix, checkout, opts.connections, errors)
-        else:
-            results["notes"].append("checkout scenario skipped: the Stripe emulator did not start")
+        for _ in range(opts.repeat if "webhook" in groups else 0):
+            forget_webhook_orders()
+            webhook_load("webhook_empty")
 
-        # Peak memory of the shop's workers.
+        # ---- a storm of one event delivered over and over
+        storm_checks: list[dict] = []
+        for _ in range(opts.repeat if "webhook" in groups else 0):
+            (dupe,) = insert_orders(conn, DUPLICATE_SHOPPER, 1, two_lines)
+
+            def prepare_storm(dupe: tuple[str, str, int] = dupe) -> tuple[list[str], list[str]]:
+                body = completed_event(*dupe)
+                path = work / f"storm-{dupe[0]}.tsv"
+                path.write_text(f"{sign(body, webhook_secret)}\t{body}\n" * 64)  # a line for every wrk thread
+                return [str(path)], [str(path)]
+
+            runner.load("duplicate_storm", "shop", "/webhooks/stripe", "bodies", seconds=max(1.0, opts.duration / 2),
+                        prepare=prepare_storm,
+                        after=lambda load, dupe=dupe: storm_checks.append(check_storm(conn, dupe[0], runner.errors)))
+
+        # ---- the same ingestion with 100k orders and 100k processed events in the tables
+        if "webhook" in groups:
+            t0 = time.monotonic()
+            forget_webhook_orders()
+            insert_orders(conn, HISTORY_SHOPPER, BIG_TABLES, two_lines, status="paid")
+            insert_processed_events(conn, BIG_TABLES)
+            conn.execute("VACUUM ANALYZE")
+            sizes = conn.execute("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM stripe_events)").fetchone()
+            log(f"tables filled to {sizes[0]:,} orders and {sizes[1]:,} events in {time.monotonic() - t0:.1f} s")
+            for _ in range(opts.repeat):
+                webhook_load("webhook_100k")
+            forget_webhook_orders()
+
+        # ---- the read path, each load beside its floor, alternating
+        if "read" in groups:
+            status_path = f"/orders/{status_order}/status"
+            for _ in range(opts.repeat):
+                runner.load("floor_home", "floor", "/", headers=[cookie])
+                runner.load("home", "shop", "/", headers=[cookie])
+            for _ in range(opts.repeat):
+                runner.load("floor_status", "floor", status_path, headers=[cookie])
+                runner.load("status", "shop", status_path, headers=[cookie])
+            for _ in range(opts.repeat):
+                runner.load(f"status_c{STATUS_P99_CONNECTIONS}", "shop", status_path, headers=[cookie],
+                            connections=STATUS_P99_CONNECTIONS)
+
+            # ---- home with the 20 orders shown, and with many more behind them
+            shoppers_file = work / "readers.tsv"
+            readers = write_shoppers(shoppers_file, secret_key, 2)
+            few_cookie, many_cookie = (line.split("\t")[0] for line in shoppers_file.read_text().splitlines())
+            for shopper_id, count in zip(readers, (20, MANY_ORDERS), strict=True):
+                insert_orders(conn, shopper_id, count, two_lines)
+            conn.execute("ANALYZE orders")
+            for _ in range(opts.repeat):
+                runner.load("home_20_orders", "shop", "/", headers=[f"Cookie: session={few_cookie}"])
+                runner.load(f"home_{MANY_ORDERS}_orders", "shop", "/", headers=[f"Cookie: session={many_cookie}"])
+
+        # ---- checkout against the emulator: many shoppers, one order each
+        checkout_checks: list[dict] = []
+        form = urlencode({quantity_fields[0]: "1", **{f: "0" for f in quantity_fields[1:]}})
+        for round_no in range(opts.repeat if "checkout" in groups else 0):
+            prefix, warm_prefix = (f"{kind}{round_no}{secrets.token_hex(10)}"[:20] for kind in ("b", "w"))
+            buyers, warm_buyers = work / f"buyers-{round_no}.tsv", work / f"warm-buyers-{round_no}.tsv"
+            write_shoppers(buyers, secret_key, max(2000, int(opts.duration * 600)))
+            write_shoppers(warm_buyers, secret_key, 600)
+
+            def after_checkout(load: Load, prefix: str = prefix) -> None:
+                deadline = time.monotonic() + 20  # requests still in flight when wrk stopped finish on their own
+                while time.monotonic() < deadline and conn.execute(
+                        "SELECT count(*) FROM orders WHERE checkout_token LIKE %s AND status = 'pending'",
+                        (prefix + "%",)).fetchone()[0]:
+                    time.sleep(0.5)
+                checkout_checks.append(check_checkout(conn, prefix, load, opts.connections, runner.errors))
+
+            runner.load("checkout", "shop", "/checkout", "checkout", 303,
+                        prepare=lambda p=prefix, w=warm_prefix, b=buyers, wb=warm_buyers: (
+                            [p, form, str(b)], [w, form, str(wb)]),
+                        after=after_checkout)
+
+        # ---- database round trips per request, in-process
+        log("counting database round trips per request (bench/micro.py)")
+        micro = micro_round_trips(100)
+        results["micro"] = micro
+        results["checks"] |= {"webhook": webhook_checks, "duplicate_storm": storm_checks, "checkout": checkout_checks}
+
         memory = {pid: proc_status(pid) for pid in servers["shop"].workers()}
         results["memory_kib"] = {str(pid): values for pid, values in memory.items()}
-        peak_mb = max((v.get("VmHWM", 0) for v in memory.values()), default=0) / 1024
-
-        # ---- goals and the table
-        home, status = loads["home"], loads["status"]
-        home_ratio = home.rate / loads["ceiling_home"].rate
-        status_ratio = status.rate / loads["ceiling_status"].rate
-        total_errors = sum(load.errors for load in loads.values())
-        goals = {
-            "home_ratio": (home_ratio >= GOAL_HOME_RATIO, f"≥ {GOAL_HOME_RATIO:.0%} of ceiling"),
-            "status_ratio": (status_ratio >= GOAL_STATUS_RATIO, f"≥ {GOAL_STATUS_RATIO:.0%} of ceiling"),
-            "status_p99": (status.p99_ms < GOAL_STATUS_P99_MS, f"p99 < {GOAL_STATUS_P99_MS:.0f} ms"),
-            "webhook_rate": (unique_rate >= GOAL_WEBHOOK_RATE, f"≥ {GOAL_WEBHOOK_RATE:.0f} events/s"),
-            "zero_errors": (not errors and total_errors == 0, "0 errors"),
-        }
-        mark = lambda ok: "PASS" if ok else "**FAIL**"  # noqa: E731
-        rows = [
-            ("`GET /` (browser, 5 orders)", home.rate, home.p50_ms, home.p99_ms, loads["ceiling_home"].rate,
-             f"{home_ratio:.0%}", goals["home_ratio"][1], mark(goals["home_ratio"][0])),
-            ("`GET /orders/<id>/status`", status.rate, status.p50_ms, status.p99_ms, loads["ceiling_status"].rate,
-             f"{status_ratio:.0%}", f"{goals['status_ratio'][1]}; {goals['status_p99'][1]}",
-             mark(goals["status_ratio"][0] and goals["status_p99"][0])),
-            ("webhook: unique events/s", unique_rate, webhook.p50_ms, webhook.p99_ms, None, "—",
-             goals["webhook_rate"][1], mark(goals["webhook_rate"][0])),
-            ("webhook: duplicate storm", storm.rate, storm.p50_ms, storm.p99_ms, None, "—",
-             "all 2xx, one transition", mark(results["checks"]["duplicate_storm"]["ok"] and not storm.errors)),
-        ]
-        if checkout:
-            rows.append(("checkout via emulator: orders/s", checkout.rate, checkout.p50_ms, checkout.p99_ms, None,
-                         "—", "all 303 (info)", mark(not checkout.errors and results["checks"]["checkout"]["ok"])))
-        else:
-            rows.append(("checkout via emulator: orders/s", None, None, None, None, "—", "emulator down", "**FAIL**"))
-        rows.append(("ceiling `GET /`", loads["ceiling_home"].rate, loads["ceiling_home"].p50_ms,
-                     loads["ceiling_home"].p99_ms, None, "—", "—", ""))
-        rows.append(("ceiling `GET /status`", loads["ceiling_status"].rate, loads["ceiling_status"].p50_ms,
-                     loads["ceiling_status"].p99_ms, None, "—", "—", ""))
-
-        table = ["| scenario | req/s | p50 | p99 | ceiling req/s | ratio | goal | result |",
-                 "|---|---:|---:|---:|---:|---:|---|---|"]
-        for name, rate, p50, p99, ceil, ratio, goal, ok in rows:
-            table.append(f"| {name} | {fmt_rate(rate)} | {fmt_ms(p50)} | {fmt_ms(p99)} | {fmt_rate(ceil)} | {ratio} | {goal} | {ok} |")
-        worker_mem = ", ".join(f"{v.get('VmHWM', 0) / 1024:.0f} MiB" for v in memory.values())
-        table.append(f"| peak RSS per shop worker (VmHWM) | {worker_mem} | | | | | (info) | |")
-        table.append(f"| errors (all scenarios) | {total_errors} failed requests, {len(errors)} problems | | | | | "
-                     f"{goals['zero_errors'][1]} | {mark(goals['zero_errors'][0])} |")
-
-        print()
-        print(f"Shop vs ceiling: {opts.connections} connections, {opts.duration:g} s per scenario, gunicorn gthread "
-              f"2 workers x {os.environ.get('GUNICORN_THREADS', '4')} threads, PostgreSQL {info['postgresql']}; {info['nproc']} CPUs, {info['memory_gib']} GiB"
-              + (" (PROFILED with py-spy: numbers are lower)" if opts.profile else ""))
-        print()
-        print("\n".join(table))
-        print()
-        print("CPU during each load (% of one core): "
-              + "; ".join(f"{name}: " + ", ".join(f"{k} {v:.0f}" for k, v in load.cpu.items() if v >= 1)
-                          for name, load in loads.items()))
-
-        busy = {
-            name: load.cpu.get("other_processes", 0)
-            for name, load in loads.items()
-            if load.cpu.get("other_processes", 0) > 25
-        }
-        if busy:
-            note = ("other processes used the CPUs during " + ", ".join(f"{k} ({v:.0f}% of a core)" for k, v in busy.items())
-                    + ": this machine was shared, so these numbers are noisy; rerun on a quiet machine to compare")
-            results["notes"].append(note)
-            print(f"\nWARNING: {note}")
-
-        results |= {
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
-            "settings": {"duration_s": opts.duration, "connections": opts.connections, "warmup_s": warmup_secs,
-                         "gunicorn": "gunicorn.conf.py (gthread, WEB_CONCURRENCY=2, GUNICORN_THREADS=" + os.environ.get("GUNICORN_THREADS", "4") + ")",
-                         "webhook_events_prepared": n_events, "profiled": opts.profile},
-            "goals": {name: {"pass": ok, "goal": text} for name, (ok, text) in goals.items()},
-            "summary": {
-                "home_rps": home.rate, "ceiling_home_rps": loads["ceiling_home"].rate, "home_ratio": home_ratio,
-                "status_rps": status.rate, "ceiling_status_rps": loads["ceiling_status"].rate,
-                "status_ratio": status_ratio, "status_p99_ms": status.p99_ms,
-                "webhook_unique_events_per_s": unique_rate, "duplicate_storm_rps": storm.rate,
-                "checkout_orders_per_s": checkout.rate if checkout else None,
-                "peak_rss_mib_per_worker": round(peak_mb, 1), "errors": total_errors,
-            },
-            "errors": errors,
-            "table_markdown": "\n".join(table),
-        }
-        for name, load in loads.items():
-            results["scenarios"][name] = {"rps": load.rate, "requests": load.requests, "seconds": load.seconds,
-                                          "p50_ms": load.p50_ms, "p99_ms": load.p99_ms, "errors": load.errors,
-                                          "cpu_percent_of_core": load.cpu, "wrk": load.raw}
-        all_goals = all(ok for ok, _ in goals.values())
-        if errors:
-            print("\nERRORS — these numbers can't be trusted:", file=sys.stderr)
-            for text in errors:
-                print(f"  - {text}", file=sys.stderr)
-            exit_code = 2
-        else:
-            exit_code = 0 if all_goals else 1
-            if not all_goals:
-                print("\nSome goals were missed (see the table); exit status 1.")
+        exit_code = report(opts, runner, micro, memory, info, results)
     except BenchError as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
-        results["errors"] = [*errors, str(exc)]
+        results.setdefault("errors", []).append(str(exc))
         exit_code = 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -805,6 +900,14 @@ def main() -> int:
             print(f"server logs kept in {logdir}", file=sys.stderr)
         else:
             shutil.rmtree(logdir, ignore_errors=True)
+        if runner:
+            results["scenarios"] = {
+                name: [{"rps": load.rate, "requests": load.requests, "seconds": load.seconds, "p50_ms": load.p50_ms,
+                        "p99_ms": load.p99_ms, "errors": load.errors, "cpu_percent_of_core": load.cpu, "wrk": load.raw}
+                       for load in loads]
+                for name, loads in runner.series.items()}
+            results["reruns"] = runner.reruns
+            results["errors"] = [*results.get("errors", []), *runner.errors]
         results["exit_status"] = exit_code
         results["wall_seconds"] = round(time.monotonic() - started, 1)
         if results.get("scenarios") or results.get("errors"):
@@ -814,21 +917,126 @@ def main() -> int:
     return exit_code
 
 
-def check_webhooks(conn: psycopg.Connection, load: Load, applied: int, connections: int, errors: list[str]) -> dict:
+def report(opts: argparse.Namespace, runner: Runner, micro: dict[str, Any], memory: dict, info: dict,
+           results: dict[str, Any]) -> int:
+    """Print the goals table; return the exit status."""
+    series = runner.series
+
+    def values(name: str, attr: str) -> list[float]:
+        return [load.raw["unique_events_per_s"] if attr == "unique" else getattr(load, attr)
+                for load in series.get(name, [])]
+
+    def pair_ratios(shop: str, floor: str) -> list[float]:
+        return [a / b for a, b in zip(values(shop, "rate"), values(floor, "rate"), strict=True) if b]
+
+    def growth(big: str, small: str) -> list[float]:
+        return [a / b for a, b in zip(values(big, "p50_ms"), values(small, "p50_ms"), strict=True) if b]
+
+    trips = {row["slug"]: row for row in micro["endpoints"]}
+    checks = results["checks"]
+    rows: list[tuple[str, str, str, str, str, bool | None]] = []
+
+    def row(path: str, measured: list[float], fmt: Callable[[float], str], detail: str, goal: str,
+            ok: Callable[[float], bool] | None) -> None:
+        if not measured:
+            return  # not run (--only)
+        value = median(measured)
+        rows.append((path, fmt(value), spread(measured, fmt), detail, goal, ok(value) if ok else None))
+
+    for name, label in (("webhook_empty", "empty tables"), ("webhook_100k", f"{BIG_TABLES // 1000}k orders and events")):
+        row(f"webhook: unique events/s ({label})", values(name, "unique"), rate_text,
+            f"p50 {ms_text(median(values(name, 'p50_ms')))}, p99 {ms_text(median(values(name, 'p99_ms')))}",
+            f"≥ {GOAL_WEBHOOK_RATE:,.0f}", lambda v: v >= GOAL_WEBHOOK_RATE)
+    rows.append(("webhook: database round trips per event", f"{trips['webhook']['round_trips']:.1f}", "—",
+                 f"{trips['webhook']['parses']:.1f} parses, {trips['webhook']['cpu_ms']:.2f} ms CPU",
+                 f"≤ {GOAL_WEBHOOK_ROUND_TRIPS:.0f}", trips["webhook"]["round_trips"] <= GOAL_WEBHOOK_ROUND_TRIPS))
+    storm_ok = all(check["ok"] for check in checks["duplicate_storm"]) and not any(
+        load.errors for load in series.get("duplicate_storm", []))
+    row("webhook: duplicate storm, req/s", values("duplicate_storm", "rate"), rate_text,
+        f"{len(checks['duplicate_storm'])} storms", "all 2xx, one transition", lambda v: storm_ok)
+    row("webhook p50: 100k tables ÷ empty", growth("webhook_100k", "webhook_empty"), ratio_text,
+        "same load, same connections", f"≤ {GOAL_WEBHOOK_GROWTH:.2f}", lambda v: v <= GOAL_WEBHOOK_GROWTH)
+    row("checkout-session creation, orders/s", values("checkout", "rate"), rate_text,
+        f"p50 {ms_text(median(values('checkout', 'p50_ms')))}; emulator in its own process",
+        f"≥ {GOAL_CHECKOUT_RATE:,.0f}", lambda v: v >= GOAL_CHECKOUT_RATE)
+    row("`GET /` ÷ its floor (browser with 5 orders)", pair_ratios("home", "floor_home"), ratio_text,
+        f"{rate_text(median(values('home', 'rate')))} vs {rate_text(median(values('floor_home', 'rate')))} req/s",
+        f"≥ {GOAL_HOME_RATIO:.2f}", lambda v: v >= GOAL_HOME_RATIO)
+    row("`GET /orders/<id>/status` ÷ its floor", pair_ratios("status", "floor_status"), ratio_text,
+        f"{rate_text(median(values('status', 'rate')))} vs {rate_text(median(values('floor_status', 'rate')))} req/s",
+        f"≥ {GOAL_STATUS_RATIO:.2f}", lambda v: v >= GOAL_STATUS_RATIO)
+    for slug, label in (("home", "`GET /`"), ("status", "`GET /orders/<id>/status`")):
+        rows.append((f"{label}: database round trips per view", f"{trips[slug]['round_trips']:.1f}", "—",
+                     f"{trips[slug]['parses']:.1f} parses, {trips[slug]['cpu_ms']:.2f} ms CPU "
+                     f"(floor {trips['floor_' + slug]['cpu_ms']:.2f} ms)",
+                     f"≤ {GOAL_VIEW_ROUND_TRIPS:.0f}", trips[slug]["round_trips"] <= GOAL_VIEW_ROUND_TRIPS))
+    row(f"status p99, {STATUS_P99_CONNECTIONS} connections", values(f"status_c{STATUS_P99_CONNECTIONS}", "p99_ms"),
+        ms_text, f"{rate_text(median(values(f'status_c{STATUS_P99_CONNECTIONS}', 'rate')))} req/s",
+        f"< {GOAL_STATUS_P99_MS:.0f} ms", lambda v: v < GOAL_STATUS_P99_MS)
+    row(f"status p99, {opts.connections} connections", values("status", "p99_ms"), ms_text,
+        f"floor {ms_text(median(values('floor_status', 'p99_ms')))}", "(reported)", None)
+    row(f"home p50: {MANY_ORDERS:,} orders ÷ 20", growth(f"home_{MANY_ORDERS}_orders", "home_20_orders"), ratio_text,
+        f"{ms_text(median(values(f'home_{MANY_ORDERS}_orders', 'p50_ms')))} vs "
+        f"{ms_text(median(values('home_20_orders', 'p50_ms')))}",
+        f"≤ {GOAL_HOME_GROWTH:.2f}", lambda v: v <= GOAL_HOME_GROWTH)
+    total_errors = sum(load.errors for loads in series.values() for load in loads)
+    rows.append(("errors, all loads and integrity checks", f"{total_errors} + {len(runner.errors)}", "—",
+                 "failed requests + problems", "0", total_errors == 0 and not runner.errors))
+
+    table = ["| path | median | spread | detail | goal | result |", "|---|---:|---:|---|---|---|"]
+    for path, value, span, detail, goal, ok in rows:
+        table.append(f"| {path} | {value} | {span} | {detail} | {goal} | "
+                     f"{'' if ok is None else ('PASS' if ok else '**MISS**')} |")
+    peak = ", ".join(f"{v.get('VmHWM', 0) / 1024:.0f} MiB" for v in memory.values())
+    threads = os.environ.get("GUNICORN_THREADS", "4")
+    busy = [f"{name} ({load.cpu.get('other_processes', 0):.0f}% of a core)"
+            for name, loads in series.items() for load in loads if load.cpu.get("other_processes", 0) > 25]
+    print()
+    print(f"{opts.repeat} runs of {opts.duration:g} s per scenario, {opts.connections} connections (wrk), gunicorn "
+          f"gthread 2 workers x {threads} threads; PostgreSQL {info['postgresql']}; {info['nproc']} CPUs "
+          f"({info['cpu']}), {info['memory_gib']} GiB; Python {info['python']}"
+          + (" (PROFILED with py-spy: numbers are lower)" if opts.profile else ""))
+    print()
+    print("\n".join(table))
+    print()
+    print(f"Peak RSS per shop worker: {peak}. Loads rerun for imbalance: {len(runner.reruns)}"
+          + (f" ({'; '.join(runner.reruns)})" if runner.reruns else "") + ".")
+    if busy:
+        note = ("other processes used the CPUs during " + ", ".join(busy)
+                + ": the machine was shared, so absolute numbers are noisy (ratios within a run less so)")
+        results["notes"].append(note)
+        print(f"\nWARNING: {note}")
+    results["table_markdown"] = "\n".join(table)
+    results["goals"] = [{"path": p, "median": v, "spread": s, "detail": d, "goal": g, "pass": ok}
+                        for p, v, s, d, g, ok in rows]
+    results |= {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+                "command": " ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]])}
+    if runner.errors:
+        print("\nERRORS — these numbers can't be trusted:", file=sys.stderr)
+        for text in runner.errors:
+            print(f"  - {text}", file=sys.stderr)
+        return 2
+    if not all(ok for *_, ok in rows if ok is not None):
+        print("\nSome goals were missed (see the table); exit status 1.")
+        return 1
+    return 0
+
+
+def check_webhooks(conn: psycopg.Connection, shopper: str, load: Load, applied: int, connections: int,
+                   errors: list[str]) -> dict:
     """Every order whose event arrived is paid once: one processed event row, outcome 'order paid'."""
-    shoppers = (WEBHOOK_SHOPPER, WARMUP_SHOPPER)
     doubled = conn.execute(
         "SELECT count(*) FROM (SELECT e.order_id FROM stripe_events e JOIN orders o ON o.id = e.order_id"
-        " WHERE o.shopper_id = ANY(%s) GROUP BY e.order_id HAVING count(*) > 1) d", (list(shoppers),)).fetchone()[0]
+        " WHERE o.shopper_id = %s GROUP BY e.order_id HAVING count(*) > 1) d", (shopper,)).fetchone()[0]
     bad_rows = conn.execute(
-        "SELECT count(*) FROM stripe_events e JOIN orders o ON o.id = e.order_id WHERE o.shopper_id = ANY(%s)"
-        " AND (e.processed_at IS NULL OR e.outcome <> 'order paid')", (list(shoppers),)).fetchone()[0]
+        "SELECT count(*) FROM stripe_events e JOIN orders o ON o.id = e.order_id WHERE o.shopper_id = %s"
+        " AND (e.processed_at IS NULL OR e.outcome <> 'order paid')", (shopper,)).fetchone()[0]
     unpaired = conn.execute(
-        "SELECT count(*) FROM orders o WHERE o.shopper_id = ANY(%s) AND o.status = 'paid'"
-        " AND NOT EXISTS (SELECT 1 FROM stripe_events e WHERE e.order_id = o.id)", (list(shoppers),)).fetchone()[0]
+        "SELECT count(*) FROM orders o WHERE o.shopper_id = %s AND o.status = 'paid'"
+        " AND NOT EXISTS (SELECT 1 FROM stripe_events e WHERE e.order_id = o.id)", (shopper,)).fetchone()[0]
     odd_status = conn.execute(
-        "SELECT count(*) FROM orders WHERE shopper_id = ANY(%s) AND status NOT IN ('paid', 'awaiting_payment')"
-        " OR (shopper_id = ANY(%s) AND status = 'paid' AND paid_at IS NULL)", (list(shoppers), list(shoppers))).fetchone()[0]
+        "SELECT count(*) FROM orders WHERE shopper_id = %s AND (status NOT IN ('paid', 'awaiting_payment')"
+        " OR (status = 'paid' AND paid_at IS NULL))", (shopper,)).fetchone()[0]
     answered = load.requests - load.raw["unexpected"]
     # Answers still in flight when wrk stopped were applied but not counted by wrk.
     consistent = load.raw["wrapped"] > 0 or answered <= applied <= answered + connections
@@ -841,6 +1049,7 @@ def check_webhooks(conn: psycopg.Connection, load: Load, applied: int, connectio
 
 
 def check_storm(conn: psycopg.Connection, public_id: str, errors: list[str]) -> dict:
+    time.sleep(1.0)
     status, paid_at, events, outcomes = conn.execute(
         "SELECT o.status, o.paid_at, count(e.id), array_agg(e.outcome) FROM orders o"
         " LEFT JOIN stripe_events e ON e.order_id = o.id WHERE o.public_id = %s GROUP BY o.id", (public_id,)).fetchone()
@@ -859,7 +1068,8 @@ def check_checkout(conn: psycopg.Connection, prefix: str, load: Load, connection
         (prefix + "%",)).fetchone()[0]
     created = sum(rows.values())
     answered = load.requests - load.raw["unexpected"]
-    ok = set(rows) <= {"awaiting_payment"} and without_session == 0 and answered <= created <= answered + connections
+    ok = (set(rows) <= {"awaiting_payment"} and without_session == 0 and not load.raw["wrapped"]
+          and answered <= created <= answered + connections)
     check = {"ok": ok, "orders_by_status": rows, "answers_303": answered, "without_session": without_session}
     if not ok:
         errors.append(f"checkout check failed: {check}")

@@ -4,7 +4,10 @@
 --   get                   GET the URL path (headers from -H, e.g. the session cookie)
 --   bodies FILE           POST signed webhook bodies, one "signature<TAB>json" per line;
 --                         thread k sends lines k, k+n, ... once each, then wraps (counted)
---   checkout PREFIX FORM  POST FORM plus a unique 32-char checkout_token per request
+--   checkout PREFIX FORM FILE
+--                         POST FORM plus a unique 32-char checkout_token per request, each
+--                         as the next shopper of FILE ("cookie<TAB>csrf<TAB>address" lines,
+--                         split between threads like the bodies; wraps, counted)
 -- Every answer whose status is not EXPECTED_STATUS is counted; done() prints one
 -- machine-readable line: BENCH_JSON {...}.
 
@@ -24,7 +27,8 @@ first_unexpected = ""
 local mode, expected, nthreads
 local prepared = nil
 local bodies, nbodies, cursor = {}, 0, 0
-local prefix, form, seq, post_headers = "", "", 0, nil
+local prefix, form, seq = "", "", 0
+local shoppers, nshoppers = {}, 0
 
 function init(args)
   mode = args[1]
@@ -49,9 +53,18 @@ function init(args)
   elseif mode == "checkout" then
     prefix = args[4]
     form = args[5]
-    -- wrk.format() drops the -H headers (the session cookie) when given its own table.
-    post_headers = {["Content-Type"] = "application/x-www-form-urlencoded"}
-    for name, value in pairs(wrk.headers) do post_headers[name] = value end
+    local file = assert(io.open(args[6], "r"))
+    local line_no = 0
+    for line in file:lines() do
+      if line_no % nthreads == tid then
+        local cookie, csrf, address = string.match(line, "^([^\t]+)\t([^\t]+)\t([^\t]+)$")
+        nshoppers = nshoppers + 1
+        shoppers[nshoppers] = {cookie = cookie, csrf = csrf, address = address}
+      end
+      line_no = line_no + 1
+    end
+    file:close()
+    assert(nshoppers > 0, "no shoppers for thread " .. tid)
   else
     prepared = wrk.format("GET", wrk.path)
   end
@@ -66,9 +79,19 @@ function request()
     end
     return bodies[cursor]
   elseif mode == "checkout" then
+    cursor = cursor + 1
+    if cursor > nshoppers then
+      cursor = 1
+      wrapped = wrapped + 1
+    end
+    local shopper = shoppers[cursor]
     seq = seq + 1
     local token = string.format("%s%02d%010d", prefix, tid, seq)
-    return wrk.format("POST", wrk.path, post_headers, form .. "&checkout_token=" .. token)
+    return wrk.format("POST", wrk.path, {
+      ["Content-Type"] = "application/x-www-form-urlencoded",
+      ["Cookie"] = "session=" .. shopper.cookie,
+      ["X-Forwarded-For"] = shopper.address,
+    }, form .. "&csrf_token=" .. shopper.csrf .. "&checkout_token=" .. token)
   end
   return prepared
 end
