@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Per-request cost of the shop's hot endpoints, in-process, without gunicorn or wrk.
 
-    .venv/bin/python bench/micro.py [--requests 400] [--json out.json] [--profile]
+    .venv/bin/python bench/micro.py [--requests 400] [--json out.json] [--profile] [--cpu-profile checkout]
 
 Creates (and drops) its own PostgreSQL database, builds the app in production config and,
 through Flask's test client, measures for `GET /` (a browser with five orders, two items
-each), `GET /orders/<id>/status` and the webhook: CPU milliseconds per request (this
+each), `GET /orders/<id>/status`, the webhook and `POST /checkout` (by first-time shoppers,
+against the offline Stripe emulator in a gunicorn process of its own): CPU milliseconds per request (this
 process), wall milliseconds, and what really went over the wire to PostgreSQL per request
 (round trips and statements parsed, from libpq's protocol trace), and the same for the two
 floors (`bench/floors.py`). `--profile` writes a pyinstrument profile of each endpoint to
@@ -19,6 +20,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -85,23 +87,39 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
+    parser.add_argument("--cpu-profile", choices=("home", "status", "webhook", "checkout"),
+                        help="print cProfile's CPU-time table (cumulative) of one endpoint")
     parser.add_argument("--profile", action="store_true",
                         help="also profile each endpoint with pyinstrument (bench/results/micro-*.txt)")
     opts = parser.parse_args()
     n = opts.requests
 
     name = f"shop_micro_{os.getpid()}_{secrets.token_hex(3)}"
-    bench.admin(f'CREATE DATABASE "{name}"')
     secret = "whsec_micro_" + secrets.token_hex(8)
+    secret_key = "micro-" + secrets.token_hex(24)
+    port = bench.free_port()
+    emulator_url = f"http://{bench.HOST}:{port}/_stripe"
     os.environ.update({
-        "APP_ENV": "production", "SECRET_KEY": "micro-" + secrets.token_hex(24), "DATABASE_URL": bench.db_url(name),
-        "STRIPE_SECRET_KEY": "sk_test_micro", "STRIPE_WEBHOOK_SECRET": secret, "STRIPE_API_BASE": "http://127.0.0.1:9/_stripe",
+        "APP_ENV": "production", "SECRET_KEY": secret_key, "DATABASE_URL": bench.db_url(name),
+        "STRIPE_SECRET_KEY": "sk_test_micro", "STRIPE_WEBHOOK_SECRET": secret, "STRIPE_API_BASE": emulator_url,
+        "ALLOW_STRIPE_API_BASE": "1",
     })
+    emulator_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")} | {
+        "APP_ENV": "development", "SECRET_KEY": "micro-emulator", "DATABASE_URL": bench.db_url(name + "_emu"),
+        "STRIPE_SECRET_KEY": "", "STRIPE_API_BASE": "", "STRIPE_WEBHOOK_SECRET": secret,
+        "STRIPE_EMULATOR_URL": emulator_url, "WEB_CONCURRENCY": "1",
+    }
     trace = Path(tempfile.mkstemp(prefix="shop-micro-", suffix=".trace")[1])
-    conn = None
+    workdir = Path(tempfile.mkdtemp(prefix="shop-micro-"))
+    conn = emulator = None
+    bench.admin(f'CREATE DATABASE "{name}"')
+    bench.admin(f'CREATE DATABASE "{name}_emu"')
     try:
         bench.run([str(bench.BIN / "flask"), "--app", "wsgi", "db", "upgrade"], dict(os.environ), "db upgrade")
         bench.run([str(bench.BIN / "flask"), "--app", "wsgi", "seed"], dict(os.environ), "seed")
+        # Checkout talks to the emulator in a process of its own: only the shop's CPU is timed here.
+        emulator = bench.start_gunicorn("emulator", "wsgi:app", emulator_env, port, workdir)
+        bench.wait_ready(emulator, "/_stripe/v1/events")
         import logging
 
         from shop import create_app
@@ -121,7 +139,13 @@ def main() -> int:
         with app.app_context():
             trips = RoundTrips(db.engine, trace)
         events = iter(bench.insert_orders(conn, "micro-webhooks", 40 + 2 * (n + 20), lines))
+        conn.execute("UPDATE products SET stock = 100000000")
         conn.execute("ANALYZE")
+        shoppers_file = workdir / "shoppers.tsv"
+        bench.write_shoppers(shoppers_file, secret_key, 20 + 2 * (n + 20))
+        shoppers = iter(line.split("\t") for line in shoppers_file.read_text().splitlines())
+        buyer = app.test_client()
+        cart = {f"quantity-{slug}": "1" for (slug,) in conn.execute("SELECT slug FROM products LIMIT 1")}
 
         import floors  # the same-work floors, on the same database and cookie
 
@@ -142,6 +166,13 @@ def main() -> int:
                 "Content-Type": "application/json", "Stripe-Signature": bench.sign(body, secret)})
             assert answer.status_code == 200, answer.get_data(as_text=True)
 
+        def checkout():
+            cookie, csrf, address = next(shoppers)  # a first-time shopper each time, as in bench/run.py
+            buyer.set_cookie("session", cookie)
+            answer = buyer.post("/checkout", data={**cart, "csrf_token": csrf, "checkout_token": secrets.token_urlsafe(24)},
+                                headers={"X-Forwarded-For": address, "Referer": "https://localhost/"})
+            assert answer.status_code == 303, answer.get_data(as_text=True)
+
         def floor_home():
             page = floor.get("/")
             assert page.status_code == 200 and page.get_data().count(b'class="order"') == 5
@@ -151,11 +182,22 @@ def main() -> int:
 
         print(f"{n} requests each, one thread, production config, PostgreSQL (database {name})\n")
         endpoints = (("home", "GET / (5 orders)", home), ("status", "GET /orders/<id>/status", status),
-                     ("webhook", "POST /webhooks/stripe", webhook))
+                     ("webhook", "POST /webhooks/stripe", webhook), ("checkout", "POST /checkout", checkout))
         rows = [measure(label, call, n, trips) | {"slug": slug} for slug, label, call in endpoints]
         rows += [measure(label, call, n, None) | {"slug": slug} for slug, label, call in (
             ("floor_home", "floor: GET / (5 orders)", floor_home),
             ("floor_status", "floor: GET /orders/<id>/status", floor_status))]
+        if opts.cpu_profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile(time.process_time)  # CPU only: waiting on the database is not counted
+            call = {slug: call for slug, _, call in endpoints}[opts.cpu_profile]
+            profiler.enable()
+            for _ in range(n):
+                call()
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(60)
         if opts.profile:
             from pyinstrument import Profiler
 
@@ -173,12 +215,16 @@ def main() -> int:
         if opts.json:
             opts.json.write_text(json.dumps({"requests": n, "endpoints": rows}, indent=2) + "\n")
     finally:
+        if emulator:
+            emulator.stop()
         with contextlib.suppress(Exception):
             conn.close()
         with contextlib.suppress(Exception):
             db.engine.dispose()
         trace.unlink(missing_ok=True)
-        bench.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shutil.rmtree(workdir, ignore_errors=True)
+        for database in (name, name + "_emu"):
+            bench.admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     return 0
 
 

@@ -66,6 +66,7 @@ BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 PROFILE_MODE = "cpu"  # --profile: "cpu" samples threads holding the GIL; "wall" every thread, waiting too
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 QUANTITY_FIELD = re.compile(r'name="(quantity-[a-z0-9-]+)"')
@@ -197,6 +198,16 @@ def start_gunicorn(name: str, app: str, env: dict[str, str], port: int, logdir: 
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
     handle.close()
     return Server(name, port, proc, log_path)
+
+
+def redis_answers(url: str) -> bool:
+    host, _, port = url.split("//", 1)[1].split("/", 1)[0].rpartition("@")[2].partition(":")
+    try:
+        with socket.create_connection((host, int(port or 6379)), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def wait_ready(server: Server, path: str, timeout: float = 40.0) -> None:
