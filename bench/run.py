@@ -605,7 +605,7 @@ class Runner:
             if load.errors:
                 self.errors.append(f"{name}: {load.errors} errors "
                                    f"({json.dumps({k: v for k, v in load.raw.items() if k != 'wrk_output'})})")
-            if share >= IMBALANCE or attempt == MAX_RERUNS:
+            if share >= IMBALANCE or connections < 4 or attempt == MAX_RERUNS:
                 break
             self.reruns.append(f"{name}: one worker did {share:.0%} of the CPU, load run again")
             log(f"  {self.reruns[-1]}")
