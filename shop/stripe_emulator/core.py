@@ -362,6 +362,9 @@ def create_refund(
 
 
 def charge_object(charge: Charge) -> dict[str, Any]:
+    """The charge as events at the SDK's API version carry it."""
+    if not objects.refunds_included(stripe.api_version):
+        return objects.charge(charge)
     refunds = db.session.scalars(
         select(Refund).where(Refund.charge_id == charge.id).order_by(Refund.created.desc())
     ).all()

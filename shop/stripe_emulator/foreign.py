@@ -99,7 +99,9 @@ def other_payment(now: float) -> list[ForeignEvent]:
         ("payment_intent.succeeded", objects.payment_intent(payment_intent, amount, "usd", int(now)), version),
     ]
     if random.random() < 0.5:
-        events.append(("charge.refunded", _refunded_charge(now, amount, payment_intent, amount // 2), version))
+        events.append(
+            ("charge.refunded", _refunded_charge(now, amount, payment_intent, amount // 2, version), version)
+        )
     return events
 
 
@@ -109,8 +111,8 @@ def legacy_charge(now: float) -> list[ForeignEvent]:
     amount = random.choice((100, 2000))
     charge = _charge(now, amount, None)
     return [
-        ("charge.succeeded", objects.charge(charge, []), version),
-        ("charge.refunded", _refunded_charge(now, amount, None, amount, charge), version),
+        ("charge.succeeded", objects.charge(charge, [] if objects.refunds_included(version) else None), version),
+        ("charge.refunded", _refunded_charge(now, amount, None, amount, version, charge), version),
     ]
 
 
@@ -126,13 +128,14 @@ def _charge(now: float, amount: int, payment_intent: str | None) -> Charge:
 
 
 def _refunded_charge(
-    now: float, amount: int, payment_intent: str | None, refunded: int, charge: Charge | None = None
+    now: float, amount: int, payment_intent: str | None, refunded: int, version: str, charge: Charge | None = None
 ) -> dict[str, Any]:
+    """The charge after a refund; its `refunds` list only at API versions that still include it."""
     charge = charge or _charge(now, amount, payment_intent)
     after = Charge(**{**{column: getattr(charge, column) for column in _CHARGE_COLUMNS}, "amount_refunded": refunded})
     refund = Refund(id=objects.new_id("re_"), charge_id=charge.id, amount=refunded, created=int(now), reason=None,
                     metadata_={})
-    return objects.charge(after, [refund])
+    return objects.charge(after, [refund] if objects.refunds_included(version) else None)
 
 
 _CHARGE_COLUMNS = ("id", "payment_intent", "session_id", "amount", "amount_refunded", "currency", "created",

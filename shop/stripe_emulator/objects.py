@@ -165,10 +165,19 @@ def checkout_session(session: CheckoutSession, expand: frozenset[str] = frozense
     return result
 
 
-def charge(row: Charge, refunds: list[Refund]) -> dict[str, Any]:
-    """A succeeded `charge`, with its refunds listed newest first."""
+# From this API version on, a charge no longer carries its `refunds` list unless expanded
+# (and event payloads are never expanded).
+REFUNDS_UNEXPANDED_SINCE = "2022-11-15"
+
+
+def refunds_included(api_version: str) -> bool:
+    return api_version < REFUNDS_UNEXPANDED_SINCE
+
+
+def charge(row: Charge, refunds: list[Refund] | None = None) -> dict[str, Any]:
+    """A succeeded `charge`; with `refunds` (older API versions), its refunds listed newest first."""
     card = row.payment_method_type == "card"
-    return {
+    result = {
         "id": row.id,
         "object": "charge",
         "amount": row.amount,
@@ -213,7 +222,6 @@ def charge(row: Charge, refunds: list[Refund]) -> dict[str, Any]:
         "receipt_number": None,
         "receipt_url": None,
         "refunded": row.amount_refunded >= row.amount,
-        "refunds": list_object([refund(item, row) for item in refunds], f"/v1/charges/{row.id}/refunds", False),
         "review": None,
         "shipping": None,
         "source_transfer": None,
@@ -223,6 +231,11 @@ def charge(row: Charge, refunds: list[Refund]) -> dict[str, Any]:
         "transfer_data": None,
         "transfer_group": None,
     }
+    if refunds is not None:
+        result["refunds"] = list_object(
+            [refund(item, row) for item in refunds], f"/v1/charges/{row.id}/refunds", False
+        )
+    return result
 
 
 def refund(row: Refund, charge_row: Charge) -> dict[str, Any]:

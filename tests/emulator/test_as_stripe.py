@@ -341,14 +341,32 @@ def test_foreign_sessions_carry_what_stripe_sends_other_integrations():
     assert not session["client_reference_id"].startswith("order")
 
 
-def test_legacy_charges_and_their_refunds_have_no_payment_intent():
-    (succeeded, charge, version), (refunded, refunded_charge, same_version) = _story("legacy_charge")
-    assert (succeeded, refunded) == ("charge.succeeded", "charge.refunded") and version == same_version
-    assert charge["payment_intent"] is None and refunded_charge["payment_intent"] is None
-    assert refunded_charge["id"] == charge["id"] and refunded_charge["refunded"] is True
-    assert refunded_charge["amount_refunded"] == charge["amount"]
-    [refund] = refunded_charge["refunds"]["data"]
-    assert refund["payment_intent"] is None and refund["charge"] == charge["id"]
+def test_legacy_charges_and_their_refunds_have_no_payment_intent(monkeypatch):
+    for version in ("2020-08-27", "2024-06-20"):
+        monkeypatch.setattr(foreign, "_api_version", lambda version=version: version)
+        (succeeded, charge, _), (refunded, refunded_charge, same_version) = _story("legacy_charge")
+        assert (succeeded, refunded, same_version) == ("charge.succeeded", "charge.refunded", version)
+        assert charge["payment_intent"] is None and refunded_charge["payment_intent"] is None
+        assert refunded_charge["id"] == charge["id"] and refunded_charge["refunded"] is True
+        assert refunded_charge["amount_refunded"] == charge["amount"]
+    # Only before 2022-11-15 does a charge carry its refunds list.
+    assert "refunds" not in refunded_charge
+    monkeypatch.setattr(foreign, "_api_version", lambda: "2020-08-27")
+    [_, (_, old_charge, _)] = _story("legacy_charge")
+    [refund] = old_charge["refunds"]["data"]
+    assert refund["payment_intent"] is None and refund["charge"] == old_charge["id"]
+
+
+def test_the_shops_own_refund_events_carry_no_refunds_list(database_url):
+    """At the SDK's API version (after 2022-11-15) a charge's refunds aren't in the event."""
+    app, webhooks = emulator(database_url)
+    client = client_for(app)
+    session = client.v1.checkout.sessions.create(params=session_params())
+    pay(app.test_client(), session)
+    client.v1.refunds.create(params={"payment_intent": client.v1.checkout.sessions.retrieve(session.id).payment_intent})
+    stripe_emulator.tick(app)
+    [refunded] = [json.loads(body) for _, body, _ in webhooks.calls if json.loads(body)["type"] == "charge.refunded"]
+    assert refunded["data"]["object"]["amount_refunded"] == 3000 and "refunds" not in refunded["data"]["object"]
 
 
 def test_foreign_events_bring_no_foreign_events_of_their_own(database_url):
