@@ -86,7 +86,7 @@ from sqlalchemy.exc import DatabaseError
 
 from shop.extensions import csrf, db
 
-from . import api, core, pages
+from . import api, core, deliveries, pages
 from .addresses import FALLBACK_ORIGIN, WEBHOOK_PATH
 from .core import Settings, Transport
 from .models import Base
@@ -175,7 +175,7 @@ def init_app(app: Flask) -> None:
     emulator = Emulator(settings, wsgi_transport(app) if settings.deliver_in_process else http_transport)
     app.extensions["stripe_emulator"] = emulator
 
-    for blueprint in (api.bp, pages.bp):
+    for blueprint in (api.bp, pages.bp, deliveries.bp):
         csrf.exempt(blueprint)
         app.register_blueprint(blueprint)
     app.jinja_env.globals["stripe_offline"] = True

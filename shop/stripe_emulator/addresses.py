@@ -45,3 +45,8 @@ def server_origin(environ: Mapping[str, Any]) -> str:
 def webhook_target(environ: Mapping[str, Any]) -> str:
     """Where events about a session created by this request are delivered."""
     return server_origin(environ) + WEBHOOK_PATH
+
+
+def delivery_url(override: str | None, recorded: str | None) -> str:
+    """Where a delivery goes: the configured override, else what its session recorded."""
+    return override or recorded or FALLBACK_ORIGIN + WEBHOOK_PATH

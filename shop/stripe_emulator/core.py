@@ -23,7 +23,7 @@ from sqlalchemy import delete, func, select, update
 from shop.extensions import db
 
 from . import foreign, objects
-from .addresses import FALLBACK_ORIGIN, WEBHOOK_PATH
+from .addresses import delivery_url
 from .models import Charge, CheckoutSession, Delivery, Event, IdempotencyKey, Refund
 from .params import ParamError
 
@@ -492,7 +492,7 @@ def _attempt(delivery_id: int, attempt: int, settings: Settings, transport: Tran
     event_id, stored_url = db.session.execute(
         select(Delivery.event_id, Delivery.url).where(Delivery.id == delivery_id)
     ).one()
-    url = settings.webhook_url or stored_url or FALLBACK_ORIGIN + WEBHOOK_PATH
+    url = delivery_url(settings.webhook_url, stored_url)
     if settings.drop and random.random() < settings.drop:
         _finish(delivery_id, attempt, status="dropped")
         return
