@@ -11,14 +11,14 @@ from typing import Any
 
 import stripe
 from flask import Blueprint, Response, current_app, g, request, url_for
-from sqlalchemy import Select, delete, select, tuple_
+from sqlalchemy import Select, delete, exists, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from shop.extensions import db
 
 from . import addresses, core, objects
 from .core import ApiError
-from .models import Charge, CheckoutSession, Event, IdempotencyKey, Refund
+from .models import Charge, CheckoutSession, Delivery, Event, IdempotencyKey, Refund
 from .params import (
     CREATE_REFUND_PARAMS,
     CREATE_SESSION_PARAMS,
@@ -345,6 +345,9 @@ def list_events() -> Response:
                 query = query.where(Event.type == pattern)
         if "types" in values:
             query = query.where(Event.type.in_(values["types"]))
+        if "delivery_success" in values:  # delivered to the endpoint, or still pending / given up
+            delivered = exists().where(Delivery.event_id == Event.id, Delivery.status == "delivered")
+            query = query.where(delivered if values["delivery_success"] else ~delivered)
         for op, value in values.get("created", {}).items():
             column = Event.created
             query = query.where(

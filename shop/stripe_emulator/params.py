@@ -235,6 +235,7 @@ LIST_EVENTS_PARAMS: Mapping[str, Field] = {
     "type": Field("string"),
     "types": _array_of(Field("string"), max_items=20),
     "created": _RANGE,
+    "delivery_success": Field("boolean"),
 }
 
 CREATE_REFUND_PARAMS: Mapping[str, Field] = {

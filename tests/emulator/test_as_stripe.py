@@ -414,3 +414,16 @@ def test_default_mode_is_unchanged(database_url):
     assert settings.retry_schedule == core.RETRY_SCHEDULES["fast"]
     assert not settings.save_failed_requests and settings.event_retention is None
     assert settings.foreign_traffic == 0 and not settings.duplicate and not settings.shuffle
+
+
+def test_events_can_be_filtered_by_delivery_success(database_url):
+    app, webhooks = emulator(database_url, STRIPE_EMULATOR_RETRIES="live")
+    client = client_for(app)
+    webhooks.statuses = [200, 500]
+    delivered, failing = expire_one(client), expire_one(client)
+    stripe_emulator.tick(app)
+
+    def listed(success: bool) -> list[str]:
+        return [e.data.object.id for e in client.v1.events.list(params={"delivery_success": success}).data]
+
+    assert (listed(True), listed(False)) == ([delivered], [failing])

@@ -117,6 +117,22 @@ def test_every_outcome_amid_duplicates_shuffles_and_other_integrations_events(ho
     assert foreign_event_ids(app)  # and there was other traffic in between
 
 
+def test_a_declined_card_then_a_good_one_and_a_cancelled_checkout(hostile_app):
+    app = hostile_app
+    buyer, leaver = ShopClient(app), ShopClient(app)
+    bought, left = buyer.start({"enamel-mug": 1}), leaver.start({"canvas-tote": 1})
+    assert pay(buyer, bought.checkout_url, card="4000 0000 0000 0002").status_code == 402
+    assert pay(buyer, bought.checkout_url).status_code == 303
+    leaver.http.get(f"/checkout/cancel?order={left.public_id}")
+    assert pay(leaver, left.checkout_url).status_code == 409  # Stripe closed the session
+    stripe_emulator.tick(app)
+
+    assert get_order(app, bought.public_id).status == "paid"
+    assert get_order(app, left.public_id).status == "cancelled"
+    assert count(app, Order) == 2
+    assert undelivered(app, own_event_ids(app)) == []
+
+
 def test_a_failed_delivery_is_retried_hours_later_so_sync_applies_it(hostile_app, monkeypatch):
     app = hostile_app
     shop = ShopClient(app)
