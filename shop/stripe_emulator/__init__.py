@@ -157,6 +157,7 @@ def init_app(app: Flask) -> None:
     retries = str(_setting(app, "STRIPE_EMULATOR_RETRIES", "live" if hostile else "fast")).strip().lower()
     if retries not in core.RETRY_SCHEDULES:
         raise ValueError(f"STRIPE_EMULATOR_RETRIES must be one of {', '.join(core.RETRY_SCHEDULES)}, not {retries!r}")
+    # Stripe lists and retrieves events going back up to 30 days.
     retention_days = _setting(app, "STRIPE_EMULATOR_EVENT_RETENTION_DAYS", 30 if hostile else "")
     settings = Settings(
         webhook_url=webhook_url or None,

@@ -177,6 +177,10 @@ def _post(handler: Handler) -> Response:
         logger.exception("Stripe emulator request %s failed", g.stripe_request_id)
         error = ApiError.server_error()
         return _store_result(row_id, _json(error.body, error.status))
+    except BaseException:  # the worker is going away: leave the key usable
+        db.session.rollback()
+        _forget_key(row_id)
+        raise
     if failure is None:
         return _store_result(row_id, _json(body))
     # The work is done and committed, but the answer is a 500.

@@ -55,8 +55,6 @@ RETRY_SCHEDULES: dict[str, tuple[float, ...]] = {
     "test": (HOUR / 2, HOUR, 2 * HOUR),
     "none": (),
 }
-# Stripe lists and retrieves events "going back up to 30 days".
-STRIPE_EVENT_RETENTION = 30 * DAY
 
 
 @dataclass(frozen=True)
