@@ -58,6 +58,8 @@ class Config:
     ALLOW_LIVE_PAYMENTS = _flag("ALLOW_LIVE_PAYMENTS")
 
     SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "usd").strip().lower()
+    # How prices are written (symbol, grouping, decimals): a CLDR locale such as en_US or en_IN.
+    SHOP_LOCALE = os.environ.get("SHOP_LOCALE", "en_US").strip()
     # HTTP basic auth for the operator view at /admin/; it answers 404 unless both are set.
     ADMIN_USERNAME = os.environ.get("ADMIN_USERNAME") or None
     ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD") or None

@@ -6,6 +6,8 @@ import os
 import pytest
 
 from shop import stripe_emulator
+from shop.money import format_money
+from tests.conftest import seeded_app
 from tests.helpers import ShopClient, get_order, pay, post_event, record_stripe_calls, session_event, snapshot
 
 
@@ -222,3 +224,27 @@ def test_home_page_and_status_poll_each_take_one_database_round_trip(app, shop, 
             event.remove(db.engine, "connect", trace)
             db.engine.dispose()
         os.close(fd)
+
+
+@pytest.mark.parametrize(
+    "amount, currency, locale, text",
+    [
+        (1800, "usd", "en_US", "$18.00"),
+        (123456789, "usd", "en_US", "$1,234,567.89"),
+        (500, "jpy", "en_US", "¥500"),  # zero-decimal: Stripe's amount is whole yen
+        (1500, "krw", "ko_KR", "₩1,500"),
+        (5120, "kwd", "en_US", "KWD5.120"),  # three-decimal: Stripe's amount is in fils
+        (150000, "inr", "en_US", "₹1,500.00"),
+        (12345678, "inr", "en_IN", "₹1,23,456.78"),  # Indian digit grouping
+        (123456, "eur", "de_DE", "1.234,56\xa0€"),
+        (-1800, "gbp", "en_GB", "-£18.00"),
+    ],
+)
+def test_money_is_written_for_the_locale_and_currency(amount, currency, locale, text):
+    assert format_money(amount, currency, locale) == text
+
+
+def test_prices_on_the_page_follow_the_shops_locale_and_currency(database_url):
+    with seeded_app(database_url, SHOP_CURRENCY="inr", SHOP_LOCALE="en_IN") as app:
+        html = app.test_client().get("/").get_data(as_text=True)
+    assert "₹18.00" in html and 'data-locale="en-IN"' in html and 'data-minor-factor="100"' in html

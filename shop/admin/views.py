@@ -3,7 +3,6 @@ import csv
 import io
 import logging
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -14,7 +13,7 @@ from .. import stripe_gateway
 from ..extensions import db
 from ..filters import isodate
 from ..models import Order, Product, StripeEvent, utcnow
-from ..money import minor_unit_factor
+from ..money import to_units
 from ..orders import OrderStatus
 from ..recovery import sync_with_stripe
 from . import bp
@@ -79,7 +78,7 @@ def _csv_row(order: Order) -> list[str]:
 
 def _decimal_amount(amount: int, currency: str) -> str:
     """Minor units as a plain decimal in major units: 1800 usd → 18.00, 500 jpy → 500."""
-    return str(Decimal(amount).scaleb(-2)) if minor_unit_factor(currency) == 100 else str(amount)
+    return str(to_units(amount, currency))
 
 
 def _spreadsheet_safe(cell: str) -> str:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import bindparam, select
 
 from ..extensions import db
-from ..models import Order, OrderItem, Product
+from ..models import Order, OrderItem, Product, utcnow
+from ..orders import OrderStatus
 from ..reads import read_rows
 
 ORDERS_SHOWN = 20
@@ -68,6 +69,8 @@ class OrderSummary:
     created_at: datetime
     paid_at: datetime | None
     items: list[OrderLine] = field(default_factory=list)
+    # The payment page, while the order can still be paid there; otherwise None.
+    resume_url: str | None = None
 
 
 _RECENT_ORDER_IDS = (
@@ -86,6 +89,7 @@ RECENT_ORDERS_WITH_ITEMS = (
         Order.amount_refunded,
         Order.created_at,
         Order.paid_at,
+        Order.checkout_url,
         OrderItem.product_name,
         OrderItem.quantity,
         OrderItem.unit_amount,
@@ -100,10 +104,13 @@ def orders_of(shopper_id: str | None) -> list[OrderSummary]:
     """The shopper's most recent orders with their items, newest first, in one round trip."""
     if shopper_id is None:
         return []
+    # A Checkout Session stays payable for CHECKOUT_SESSION_MINUTES after the order was placed.
+    payable_since = utcnow() - timedelta(minutes=current_app.config["CHECKOUT_SESSION_MINUTES"])
     orders: dict[int, OrderSummary] = {}
     for row in read_rows(RECENT_ORDERS_WITH_ITEMS, {"shopper_id": shopper_id}):
         summary = orders.get(row.id)
         if summary is None:
-            summary = orders[row.id] = OrderSummary(*row[1:8])
+            payable = row.status == OrderStatus.AWAITING_PAYMENT and row.created_at > payable_since
+            summary = orders[row.id] = OrderSummary(*row[1:8], resume_url=row.checkout_url if payable else None)
         summary.items.append(OrderLine(row.product_name, row.quantity, row.unit_amount))
     return list(orders.values())

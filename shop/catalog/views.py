@@ -2,6 +2,7 @@ import secrets
 
 from flask import current_app, make_response, render_template
 
+from ..checkout.cart import MAX_QUANTITY
 from ..shoppers import current_shopper_id
 from . import bp
 from .queries import orders_of, product_cards
@@ -16,6 +17,8 @@ def index():
             products=product_cards(),
             orders=orders_of(shopper_id),
             currency=current_app.config["SHOP_CURRENCY"],
+            locale=current_app.config["SHOP_LOCALE"].replace("_", "-"),
+            max_per_order=MAX_QUANTITY,
             # One-time token: resubmitting this exact form finds the same order.
             checkout_token=secrets.token_urlsafe(24),
         )

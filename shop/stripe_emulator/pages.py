@@ -1,8 +1,15 @@
-"""The hosted Checkout page (`session.url`): a local, test-mode stand-in for checkout.stripe.com."""
+"""The hosted Checkout page (`session.url`): a local, test-mode stand-in for checkout.stripe.com.
+
+Like Stripe's page it names the business it takes the payment for, with its icon: the
+account's public details, which Stripe takes from the dashboard and the emulator from
+`STRIPE_EMULATOR_BUSINESS_NAME` (default "Fieldwork Supply") and the shop's favicon.
+"""
 from __future__ import annotations
 
+import os
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, redirect, render_template, request
@@ -29,6 +36,22 @@ METHOD_LABELS = {
 }
 
 
+EXPIRY = re.compile(r"(\d{1,2})\s*/\s*(\d{2})|(\d{2})(\d{2})")
+
+
+@dataclass(frozen=True)
+class Business:
+    """What the page shows of the account it takes payments for."""
+
+    name: str
+    icon: str  # a file under the app's static folder
+
+
+def _business() -> Business:
+    name = current_app.config.get("STRIPE_EMULATOR_BUSINESS_NAME") or os.environ.get("STRIPE_EMULATOR_BUSINESS_NAME")
+    return Business(name=name or "Fieldwork Supply", icon="favicon.svg")
+
+
 def _render(session: CheckoutSession, status: int = 200, **context: object) -> Response:
     items = [
         {**item, "amount": objects.format_amount(item["unit_amount"] * item["quantity"], session.currency)}
@@ -41,6 +64,7 @@ def _render(session: CheckoutSession, status: int = 200, **context: object) -> R
         total=objects.format_amount(session.amount_total, session.currency),
         methods=METHOD_LABELS,
         success_url=_success_url(session),
+        business=_business(),
         **context,
     )
     response = Response(html, status=status, mimetype="text/html")
@@ -59,13 +83,15 @@ def pay(session_id: str) -> Response:
     session = core.get_session(session_id, settings, now)
     db.session.commit()
     if session is None:
-        return Response(render_template("stripe_emulator/pay.html", session=None), status=404, mimetype="text/html")
+        html = render_template("stripe_emulator/pay.html", session=None, business=_business())
+        return Response(html, status=404, mimetype="text/html")
     if session.status != "open":
         return _render(session, 409 if request.method == "POST" else 200)
     if request.method == "GET":
         return _render(session, form={"email": session.params.get("customer_email", ""), "method": "card"})
 
     form = {name: request.form.get(name, "").strip() for name in ("email", "card", "expiry", "cvc", "method")}
+    form["expiry"] = _formatted_expiry(form["expiry"])
     errors = _field_errors(form, now)
     if errors:
         return _render(session, 422, form=form, errors=errors)
@@ -89,6 +115,15 @@ def _card_number(form: dict[str, str]) -> str:
     return re.sub(r"[\s-]", "", form["card"])
 
 
+def _formatted_expiry(typed: str) -> str:
+    """`1230` or `12/30` → `12 / 30`, as Stripe's card field formats what is typed."""
+    match = EXPIRY.fullmatch(typed)
+    if not match:
+        return typed
+    month, year = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+    return f"{int(month):02d} / {year}"
+
+
 def _field_errors(form: dict[str, str], now: float) -> dict[str, str]:
     """Per-field messages, as Checkout shows them under each input."""
     errors: dict[str, str] = {}
@@ -103,7 +138,7 @@ def _field_errors(form: dict[str, str], now: float) -> dict[str, str]:
         errors["card"] = "Enter your card number."
     elif number not in TEST_CARDS:
         errors["card"] = "Your card number is incorrect."
-    expiry = re.fullmatch(r"(\d{1,2})\s*/\s*(\d{2})", form["expiry"])
+    expiry = re.fullmatch(r"(\d{2}) / (\d{2})", form["expiry"])
     if not form["expiry"]:
         errors["expiry"] = "Enter your card's expiration date."
     elif not expiry or not 1 <= int(expiry.group(1)) <= 12:

@@ -189,6 +189,10 @@ def screenshot(page, name: str, widths: tuple[int, ...] = WIDTHS) -> None:
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"{page.url} scrolls sideways by {overflow}px at {width}px wide"
         if width in widths:
+            # A window as tall as the page, so what sticks to the bottom of the screen (the
+            # total and Buy) is drawn where it ends up, not halfway down the picture.
+            height = page.evaluate("document.documentElement.scrollHeight")
+            page.set_viewport_size({"width": width, "height": max(800, height)})
             page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True, animations="disabled")
     if original:
         page.set_viewport_size(original)

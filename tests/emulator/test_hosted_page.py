@@ -24,8 +24,10 @@ def test_page_shows_the_order(browser, session):
     for text in ("Mug", "Blue, 350 ml", "Sticker", "$30.00", "$25.00", 'value="ada@example.com"'):
         assert text in html
     for label in ("Email", "Card number", "Expiry", "CVC", "Card", "Bank transfer (delayed)",
-                  "Bank transfer (delayed, will fail)", "Back to shop"):
-        assert f">{label}</label>" in html or f"> {label}</label>" in html or f">&larr; {label}</a>" in html
+                  "Bank transfer (delayed, will fail)"):
+        assert f">{label}</label>" in html or f"> {label}</label>" in html
+    assert '<span class="merchant-name">Fieldwork Supply</span>' in html  # the business, as Stripe names it
+    assert ">Back to Fieldwork Supply</span></a>" in html
     assert 'href="https://shop.test/checkout/cancel"' in html
     assert "<button type=\"submit\">Pay $30.00</button>" in html
 
@@ -76,6 +78,7 @@ def test_field_errors(browser, stripe_client, session, field, value, message):
     html = response.get_data(as_text=True)
     assert response.status_code == 422
     assert 'role="alert"' in html and message in html
+    assert html.count(message) == 1  # said once, under its field
     assert 'aria-invalid="true"' in html
     assert stripe_client.v1.checkout.sessions.retrieve(session.id).status == "open"
 

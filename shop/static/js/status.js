@@ -11,7 +11,7 @@
     partially_refunded: "Partially refunded", refunded: "Refunded"
   };
   var paidStates = ["paid", "partially_refunded", "refunded"];
-  var finalStates = paidStates.concat(["failed", "expired"]);
+  var finalStates = paidStates.concat(["failed", "expired", "cancelled"]);
   var giveUpAfterMs = 120000;   // then say so, and keep checking, slowly
   var fastForMs = 20000;        // poll every second at first: webhooks usually land by then
   var started = Date.now();
@@ -26,14 +26,13 @@
   function showPaidAt(iso) {
     var box = root.querySelector(".summary-paid");
     if (!box || !iso) return;
-    var moment = new Date(/[zZ]|[+-]\d\d:\d\d$/.test(iso) ? iso : iso + "Z");
-    if (isNaN(moment.getTime())) return;
-    var time = box.querySelector("time");
-    time.setAttribute("datetime", moment.toISOString());
-    time.textContent = moment.toLocaleString(document.documentElement.lang || "en", {
-      day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short"
-    });
+    window.showLocalTime(box.querySelector("time"), iso);
     box.hidden = false;
+  }
+
+  function settled() {
+    // Nothing left to wait for: no more "Refresh status".
+    root.querySelectorAll(".refresh").forEach(function (link) { link.remove(); });
   }
 
   function render(body) {
@@ -47,7 +46,7 @@
       show("paid");
       showPaidAt(body.paid_at);
       document.title = "Payment received · Fieldwork Supply";
-    } else if (status === "failed" || status === "expired") {
+    } else if (status === "failed" || status === "expired" || status === "cancelled") {
       show("failed");
       document.title = "Payment not completed · Fieldwork Supply";
     } else if (status === "processing") {
@@ -70,7 +69,7 @@
       .catch(function () { return null; })
       .then(function (body) {
         if (body && body.status) render(body);
-        if (finalStates.indexOf(root.dataset.status) >= 0) return;
+        if (finalStates.indexOf(root.dataset.status) >= 0) return settled();
         if (!timedOut && Date.now() - started > giveUpAfterMs && root.dataset.status !== "processing") {
           timedOut = true;
           show("timeout");
