@@ -89,6 +89,8 @@ class Config:
     RATELIMIT_ENABLED = True
     CHECKOUT_LIMIT_PER_IP = os.environ.get("CHECKOUT_LIMIT_PER_IP") or "10 per minute; 30 per hour"
     CHECKOUT_LIMIT_PER_BROWSER = os.environ.get("CHECKOUT_LIMIT_PER_BROWSER") or "5 per minute; 15 per hour"
+    # Most of a product's units one client address may hold in unpaid checkouts (README "Inventory").
+    CHECKOUT_STOCK_SHARE = float(os.environ.get("CHECKOUT_STOCK_SHARE") or "0.2")
 
 
 class DevelopmentConfig(Config):
@@ -108,8 +110,9 @@ class TestingConfig(DevelopmentConfig):
     STRIPE_WEBHOOK_SECRETS: list[str] = []
     STRIPE_OFFLINE = True
     STRIPE_MAX_NETWORK_RETRIES = 0
-    # Tests make many checkouts from one client; the rate limit tests switch limits on.
+    # Tests make many checkouts from one client; the tests of limits and bounds switch them on.
     RATELIMIT_ENABLED = False
+    CHECKOUT_STOCK_SHARE = 1.0
     REDIS_URL = None
 
 

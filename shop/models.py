@@ -75,6 +75,10 @@ class Order(db.Model):
     customer_email: Mapped[str | None] = mapped_column(String(320))
     # Set when Stripe reported something that does not match this order (e.g. the amount).
     review_reason: Mapped[str | None] = mapped_column(String(500))
+    # Keyed hash of the client's IP address: bounds what one client holds (shop/reservations.py).
+    client_key: Mapped[str | None] = mapped_column(String(32), index=True)
+    # When a newer checkout by the same browser asked Stripe to expire this order's session.
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

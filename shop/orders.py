@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -97,18 +97,26 @@ def new_public_id() -> str:
 
 
 def place_order(
-    shopper_id: str, checkout_token: str, lines: Sequence[CartLine], currency: str
+    shopper_id: str,
+    checkout_token: str,
+    lines: Sequence[CartLine],
+    currency: str,
+    client_key: str | None = None,
+    check_bounds: Callable[[Order], None] | None = None,
 ) -> tuple[Order, bool]:
     """Create a pending order for the cart, or find the one this checkout token already made.
 
     Returns the order and whether this call created it. Prices are copied from the
-    products: the browser only ever sends quantities. The caller commits.
+    products: the browser only ever sends quantities. `check_bounds` sees a new order once
+    its stock is reserved, while the products' rows are still locked; an exception from it
+    undoes the order like running out of stock does. The caller commits.
     """
     existing = db.session.scalar(select(Order).where(Order.checkout_token == checkout_token))
     if existing is None:
         order = Order(
             public_id=new_public_id(),
             shopper_id=shopper_id,
+            client_key=client_key,
             checkout_token=checkout_token,
             status=S.PENDING,
             currency=currency,
@@ -128,6 +136,8 @@ def place_order(
                 for line in sorted(lines, key=lambda line: line.product.id):  # one lock order: no deadlocks
                     _reserve(line.product, line.quantity)
                 db.session.add(order)
+                if check_bounds is not None:
+                    check_bounds(order)
             return order, True
         except IntegrityError:
             # A concurrent submission of the same form won the race: use its order.
@@ -228,6 +238,29 @@ def mark_cancelled(order: Order) -> bool:
     order keeps reading as the shopper's own cancellation.
     """
     return _transition(order, S.CANCELLED)
+
+
+def supersede_earlier_checkouts(order: Order) -> list[str]:
+    """Claim the browser's other open Checkout Sessions, to be expired for this newer order.
+
+    Returns their session ids. Each is claimed once (one conditional UPDATE), so concurrent
+    checkouts never ask Stripe twice. The orders keep their status and stock: those change
+    when Stripe's `checkout.session.expired` arrives. The caller commits.
+    """
+    return list(
+        db.session.scalars(
+            update(Order)
+            .where(
+                Order.shopper_id == order.shopper_id,
+                Order.id != order.id,
+                Order.status == S.AWAITING_PAYMENT,
+                Order.superseded_at.is_(None),
+            )
+            .values(superseded_at=utcnow())
+            .returning(Order.stripe_session_id)
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 def expire_stale_pending(older_than: timedelta, now: datetime | None = None) -> int:

@@ -19,8 +19,12 @@ from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from config import Config, ConfigError
+from shop import stripe_emulator
+from shop.extensions import db
+from shop.models import Product
 from tests.conftest import seeded_app
 from tests.helpers import CSRF_FIELD, TOKEN_FIELD, ShopClient, get_order, pay, post_event, session_event
 from tests.processes import REPO_ROOT, VENV_BIN, app_env, free_port, procfile, wait_until_serving
@@ -31,12 +35,21 @@ def limited_app(database_url: str, redis_url: str | None, **overrides) -> Abstra
     return seeded_app(database_url, RATELIMIT_ENABLED=True, REDIS_URL=redis_url, **overrides)
 
 
+MAX_CART = {"field-notebook": 10, "enamel-mug": 10, "canvas-tote": 10}
+ONE_OF_EACH = {"field-notebook": 1, "enamel-mug": 1, "canvas-tote": 1}
+
+
 class Browser(ShopClient):
     """A shopper's browser behind the given address, as the platform's router reports it."""
 
     def __init__(self, app: Flask, ip: str) -> None:
         super().__init__(app)
         self.http.environ_base["HTTP_X_FORWARDED_FOR"] = ip
+
+
+def stock(app: Flask) -> dict[str, int]:
+    with app.app_context():
+        return dict(db.session.execute(select(Product.slug, Product.stock)).all())
 
 
 def retry_after(response) -> int:
@@ -49,6 +62,31 @@ def test_the_default_limits_let_a_shopper_retry_and_stop_a_burst() -> None:
     """What the README promises: at least a few checkouts a minute per browser, at most 10 per IP."""
     assert Config.CHECKOUT_LIMIT_PER_IP == "10 per minute; 30 per hour"
     assert Config.CHECKOUT_LIMIT_PER_BROWSER == "5 per minute; 15 per hour"
+
+
+def test_twenty_rapid_max_carts_from_one_ip_are_stopped_and_an_honest_shopper_still_buys(
+    database_url: str, redis_url: str
+) -> None:
+    with limited_app(database_url, redis_url, CHECKOUT_STOCK_SHARE=Config.CHECKOUT_STOCK_SHARE) as app:
+        answers = [Browser(app, "203.0.113.66").checkout(MAX_CART) for _ in range(20)]  # a fresh cookie each
+
+        codes = [answer.status_code for answer in answers]
+        assert codes == [303] * 2 + [409] * 8 + [429] * 10  # 2 carts reach the address's share; 10 per minute
+        assert stock(app) == {"field-notebook": 80, "enamel-mug": 80, "canvas-tote": 80}
+        refused = next(answer for answer in answers if answer.status_code == 429)
+        page = refused.get_data(as_text=True)
+        assert "Too many checkouts at once" in page
+        assert "Nothing was charged and nothing was reserved" in page
+        assert 1 <= retry_after(refused) <= 60
+        assert re.search(rf"try again in {retry_after(refused)} seconds?\.", page)
+        assert 'href="/"' in page and "shop.css" in page  # the shop's own page, with a way back
+
+        # Someone else, behind another address, is not affected and buys one of each.
+        honest = Browser(app, "198.51.100.7")
+        order = honest.start(ONE_OF_EACH)
+        assert pay(honest, order.checkout_url).status_code == 303
+        stripe_emulator.tick(app)
+        assert get_order(app, order.public_id).status == "paid"
 
 
 def test_one_browser_is_limited_even_when_its_address_changes(database_url: str, redis_url: str) -> None:

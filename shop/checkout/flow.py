@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
-from flask import current_app, url_for
+from flask import current_app, request, url_for
 
-from .. import orders, stripe_gateway
+from .. import orders, reservations, stripe_gateway
 from ..extensions import db
 from ..models import Order
 from ..orders import CartLine, OrderStatus
+from .cart import MAX_QUANTITY
 
 
 def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLine]) -> Order:
@@ -19,9 +21,21 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
     the same form reuses the order, and the order-derived idempotency key makes Stripe
     return the same session.
 
+    A new order must keep its client within its share of each product's stock
+    (reservations.ShareExceeded otherwise, nothing saved), and once its session exists the
+    browser's earlier open sessions are expired: one open checkout per browser.
+
     Raises stripe_gateway.PaymentProviderError after marking the order failed.
     """
-    order, created = orders.place_order(shopper_id, checkout_token, lines, current_app.config["SHOP_CURRENCY"])
+    config = current_app.config
+    order, created = orders.place_order(
+        shopper_id,
+        checkout_token,
+        lines,
+        config["SHOP_CURRENCY"],
+        client_key=reservations.client_key(request.remote_addr),
+        check_bounds=partial(reservations.check_client_share, share=config["CHECKOUT_STOCK_SHARE"], full_cart=MAX_QUANTITY),
+    )
     db.session.commit()
     if order.status != OrderStatus.PENDING:
         return order
@@ -40,6 +54,8 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
     db.session.add(order)
     orders.record_checkout_session(order, session.id, session.url)
     db.session.commit()
+    if created:
+        reservations.expire_earlier_checkouts(order)
     return order
 
 
