@@ -60,9 +60,11 @@ def shop_env(database_url: str, **extra: str) -> dict[str, str]:
         STRIPE_EMULATOR_URL="",
         STRIPE_EMULATOR_WEBHOOK_URL="",
         STRIPE_EMULATOR_DELAY="0.2",
-        # A burst of checkouts from one address is what these tests make; the limits have their own tests.
+        # A burst of checkouts from one address is what these tests make; the limits and the
+        # client's share of stock have their own tests.
         CHECKOUT_LIMIT_PER_IP="1000 per minute",
         CHECKOUT_LIMIT_PER_BROWSER="1000 per minute",
+        CHECKOUT_STOCK_SHARE="1.0",
         PYTHONUNBUFFERED="1",
         **extra,
     )
