@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from shop import orders, stripe_emulator, stripe_gateway
@@ -27,13 +27,18 @@ from tests.helpers import ShopClient, count, get_order, pay
 from tests.reliability.conftest import run_sync
 
 HOUR = 3600
-HALF_AN_HOUR_LATER = 31 * 60 + 60
 
 
 @pytest.fixture
 def hostile_app(database_url: str) -> Iterator[Flask]:
     with seeded_app(database_url, STRIPE_EMULATOR_HOSTILE=True) as app:
         yield app
+
+
+def after_every_session_expired(app: Flask) -> float:
+    """A minute after the last open Checkout Session's `expires_at`."""
+    with app.app_context():
+        return db.session.scalar(select(func.max(CheckoutSession.expires_at))) + 60
 
 
 def own_event_ids(app: Flask) -> set[str]:
@@ -104,8 +109,8 @@ def test_every_outcome_amid_duplicates_shuffles_and_other_integrations_events(ho
     started = time.time()
     stripe_emulator.tick(app, now=started)
     stripe_emulator.tick(app, now=started + 10)  # the transfers settle
-    stripe_emulator.tick(app, now=started + HALF_AN_HOUR_LATER)  # the abandoned session expires
-    stripe_emulator.tick(app, now=started + HALF_AN_HOUR_LATER + 60)
+    stripe_emulator.tick(app, now=after_every_session_expired(app))  # the abandoned session expires
+    stripe_emulator.tick(app, now=after_every_session_expired(app) + 60)
 
     assert [get_order(app, o.public_id).status for o in orders_] == ["paid", "paid", "failed", "expired"]
     assert [get_order(app, o.public_id).review_reason for o in orders_] == [None] * 4
@@ -233,7 +238,7 @@ def test_sync_recovers_every_outcome_when_no_webhook_arrives(database_url):
         pay(shoppers[2], failed_transfer.checkout_url, method="bank_transfer_fail")
         started = time.time()
         stripe_emulator.tick(app, now=started + 10)
-        stripe_emulator.tick(app, now=started + HALF_AN_HOUR_LATER)
+        stripe_emulator.tick(app, now=after_every_session_expired(app))
         assert [get_order(app, o.public_id).status for o in orders_] == ["awaiting_payment"] * 4
 
         run_sync(app)
