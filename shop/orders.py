@@ -133,9 +133,12 @@ def place_order(
         )
         try:
             with db.session.begin_nested():
+                # The order first (a twin submission fails here), the stock last: a product's row
+                # stays locked from its UPDATE to the commit, and every checkout of it waits on that.
+                db.session.add(order)
+                db.session.flush()
                 for line in sorted(lines, key=lambda line: line.product.id):  # one lock order: no deadlocks
                     _reserve(line.product, line.quantity)
-                db.session.add(order)
                 if check_bounds is not None:
                     check_bounds(order)
             return order, True
