@@ -9,7 +9,9 @@ an in-process `stripe.HTTPClient`, so no socket is needed. It serves:
   errors, `Idempotency-Key` handling, `Request-Id` and `Stripe-Version` headers;
 - the hosted payment page at `/_stripe/pay/<session id>` (the session's `url`), with
   Stripe's test cards and delayed (bank transfer) payments;
-- signed webhook deliveries of every event, with retries, from a background worker.
+- signed webhook deliveries of every event, with retries, from a background worker, each
+  failed attempt logged at WARNING; `/_stripe/deliveries/<session id>` lists a session's
+  failing deliveries for the success page (see `deliveries.py`).
 
 All state is in the database (tables `stripe_emulator_*`, on the emulator's own metadata so
 the shop's migrations never see them): gunicorn workers share it and it survives restarts.

@@ -69,17 +69,10 @@ class LiveShop:
 
 @pytest.fixture
 def live_shop(database_url: str) -> Iterator[LiveShop]:
-    """A real HTTP server (werkzeug, threaded) on 127.0.0.1 in front of a fresh, seeded app."""
-    holder: dict[str, Flask] = {}
-
-    def dispatch(environ, start_response):  # the port is only known once the socket is bound
-        return holder["app"](environ, start_response)
-
-    server = make_server("127.0.0.1", 0, dispatch, threaded=True)
-    port = server.server_port
+    """A real HTTP server (werkzeug, threaded) on a random port of 127.0.0.1 in front of a fresh,
+    seeded app. The emulator is given no address: it follows the one the shop is served at."""
     app = make_app(
         database_url,
-        STRIPE_EMULATOR_URL=f"http://127.0.0.1:{port}/_stripe",
         STRIPE_EMULATOR_DELIVER_IN_PROCESS=False,
         STRIPE_EMULATOR_WORKER=True,
         STRIPE_EMULATOR_DELAY=0.2,
@@ -88,7 +81,8 @@ def live_shop(database_url: str) -> Iterator[LiveShop]:
     with app.app_context():
         seed_products()
         db.session.remove()
-    holder["app"] = app
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    port = server.server_port
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     try:
