@@ -238,7 +238,7 @@ def _create_tables(app: Flask) -> None:
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """Give tables made by an older emulator its newer (nullable) columns, keeping their rows."""
+    """Add the newer (nullable) columns to tables an older emulator made, keeping their rows."""
     existing = inspect(engine)
     for table in Base.metadata.sorted_tables:
         present = {column["name"] for column in existing.get_columns(table.name)}
