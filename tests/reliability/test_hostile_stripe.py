@@ -250,3 +250,36 @@ def test_sync_recovers_every_outcome_when_no_webhook_arrives(database_url):
         before = orders_snapshot(app)
         run_sync(app)
         assert orders_snapshot(app) == before
+
+
+def test_a_refund_whose_every_attempt_failed_is_found_by_sync(hostile_app, monkeypatch):
+    """The refund of a paid order fails at the shop until Stripe gives up (63 hours on)."""
+    app = hostile_app
+    shop = ShopClient(app)
+    order = shop.start({"enamel-mug": 2})
+    pay(shop, order.checkout_url)
+    stripe_emulator.tick(app)
+    paid = get_order(app, order.public_id)
+    real_refunded = orders.apply_charge_refunded
+
+    def database_down(*args: Any, **kwargs: Any) -> orders.Outcome:
+        raise OperationalError("UPDATE", {}, Exception("could not connect to server"))
+
+    monkeypatch.setattr(orders, "apply_charge_refunded", database_down)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    with app.app_context():
+        stripe_gateway.refund_remaining(paid)
+    started = time.time()
+    for hours in range(0, 72, 1):
+        stripe_emulator.tick(app, now=started + hours * HOUR)
+    with app.app_context():
+        refund_deliveries = db.session.execute(
+            select(Delivery.status, Delivery.attempts).join(Event, Event.id == Delivery.event_id)
+            .where(Event.type == "charge.refunded", Event.id.in_(own_event_ids(app)))
+        ).all()
+    assert [tuple(row) for row in refund_deliveries] == [("failed", 7), ("failed", 7)]  # duplicated
+    assert get_order(app, order.public_id).status == "paid"
+
+    monkeypatch.setattr(orders, "apply_charge_refunded", real_refunded)
+    run_sync(app)
+    assert get_order(app, order.public_id).status == "refunded"
