@@ -145,7 +145,9 @@ def test_the_payment_page_names_the_shop_and_its_fields_behave_like_stripes(new_
     page.on("response", lambda r: missing.append(r.url) if r.status >= 400 and r.request.method == "GET" else None)
     go_to_checkout(page, live_shop, {"field-notebook": 1})
 
-    expect(page.locator(".merchant")).to_contain_text("Fieldwork Supply")
+    name = page.locator(".merchant-name")
+    expect(name).to_have_text("Fieldwork Supply")
+    assert name.evaluate("(el) => el.scrollWidth <= el.clientWidth"), "the shop's name is cut short"
     expect(page.locator(".merchant-icon")).to_be_visible()
     expect(page.locator("link[rel=icon]")).to_have_count(1)
     # The session id is one line, however narrow the screen.
