@@ -62,14 +62,18 @@ def init_app(app: Flask) -> None:
 
     @stripe_cli.command("sync")
     def sync() -> None:
-        """Fetch recent Stripe events and apply any the webhook missed; expire stale orders."""
+        """Fetch recent Stripe events and apply any the webhook missed; expire stale orders.
+
+        Goes on past an event that fails, lists every failure, and then exits with status 1.
+        """
         report = sync_with_stripe()
         for line in report.outcomes:
             click.echo(line)
-        click.echo(
-            f"Fetched {report.fetched} event(s): {report.applied} applied, {report.duplicates} already seen, "
-            f"{report.invalid} invalid; {report.stale_expired} stale pending order(s) expired."
-        )
+        for failure in report.failed:
+            click.echo(f"FAILED {failure.event_id} {failure.event_type}: {failure.error}", err=True)
+        click.echo(report.summary())
+        if report.failed:
+            raise SystemExit(1)
 
     app.cli.add_command(orders_cli)
     app.cli.add_command(stripe_cli)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -72,7 +73,8 @@ class Order(db.Model):
     stripe_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     checkout_url: Mapped[str | None] = mapped_column(Text)
     payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
-    customer_email: Mapped[str | None] = mapped_column(String(320))
+    # Text, not String(320): Stripe's email fields have no length a column could promise.
+    customer_email: Mapped[str | None] = mapped_column(Text)
     # Set when Stripe reported something that does not match this order (e.g. the amount).
     review_reason: Mapped[str | None] = mapped_column(String(500))
     # Keyed hash of the client's IP address: bounds what one client holds (shop/reservations.py).
@@ -105,8 +107,22 @@ class OrderItem(db.Model):
         return self.quantity * self.unit_amount
 
 
+class EventState(StrEnum):
+    """Where a recorded Stripe event stands. Only `applied` and `not_ours` are final."""
+
+    APPLIED = "applied"  # it concerned an order and was handled (changed it, or found nothing to change)
+    NOT_OURS = "not_ours"  # it concerns nothing of this shop's
+    WAITING = "waiting"  # kept until an order learns (or is paid through) the payment intent `waiting_for`
+    FAILED = "failed"  # handling raised; `error` says why, and a retry handles it again
+    RECEIVED = "received"  # being handled: never committed, the transaction ends in another state
+
+
 class StripeEvent(db.Model):
-    """Every Stripe event the shop has seen, recorded once by id."""
+    """Every Stripe event the shop has seen, recorded once by id, with where it stands.
+
+    `payload` (the event's JSON) is kept only while it may still be needed: while the event
+    waits or after it failed.
+    """
 
     __tablename__ = "stripe_events"
 
@@ -117,3 +133,8 @@ class StripeEvent(db.Model):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str | None] = mapped_column(String(500))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    waiting_for: Mapped[str | None] = mapped_column(String(255), index=True)
+    payload: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(String(500))
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -11,6 +11,10 @@ concurrent or repeated deliveries apply it at most once, and nothing moves a pai
 backwards. A verified payment is never dropped: `paid` is also reachable from `failed`
 `expired` and `cancelled`, because money that Stripe says it took must show on the order.
 
+A refund can reach the shop before the payment it refunds (Stripe promises no order of
+delivery): it waits, kept on its event row, until an order is paid through that payment
+intent, and is applied in the same transaction as that payment.
+
 Stock: placing an order reserves its units (a conditional UPDATE, so concurrent shoppers
 can't oversell); entering `failed`, `expired` or `cancelled` returns them; `paid` keeps them.
 """
@@ -24,11 +28,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
-from .models import Order, OrderItem, Product, utcnow
+from .models import EventState, Order, OrderItem, Product, utcnow
 
 log = logging.getLogger("shop.orders")
 
@@ -70,6 +74,10 @@ CHARGE_REFUNDED = "charge.refunded"
 SESSION_EVENTS = frozenset({SESSION_COMPLETED, SESSION_ASYNC_SUCCEEDED, SESSION_ASYNC_FAILED, SESSION_EXPIRED})
 
 
+class InvalidEvent(ValueError):
+    """A verified body that is still not an event this shop can act on."""
+
+
 class CheckoutTokenConflict(Exception):
     """The checkout token was already used for a different cart or by another browser."""
 
@@ -86,10 +94,17 @@ class CartLine:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What handling one Stripe event did, recorded on the event row."""
+    """What handling one Stripe event did, recorded on the event row.
+
+    `waiting_for` names the payment intent a waiting event waits for; `paid_through` the
+    payment intent an order was just paid through, whose waiting events are now due.
+    """
 
     description: str
     order_id: int | None = None
+    state: EventState = EventState.APPLIED
+    waiting_for: str | None = None
+    paid_through: str | None = None
 
 
 def new_public_id() -> str:
@@ -181,17 +196,21 @@ def _cart_of(order: Order) -> dict[int, int]:
     return {item.product_id: item.quantity for item in order.items}
 
 
-def _transition(order: Order, target: OrderStatus, **values: Any) -> bool:
+def _transition(
+    order: Order, target: OrderStatus, *, sources: frozenset[OrderStatus] | None = None, **values: Any
+) -> bool:
     """Move the order to `target` if its current state allows it. True if this call moved it.
 
-    Stock follows the move: units go back when an order stops holding them, and are taken
-    again when a released order turns out to be paid after all.
+    `sources` narrows the states the move is allowed from. Stock follows the move: units go
+    back when an order stops holding them, and are taken again when a released order turns
+    out to be paid after all.
     """
-    moved = _move(order, target, ALLOWED_SOURCES[target] & HOLDS_STOCK, values)
+    allowed = ALLOWED_SOURCES[target] if sources is None else sources & ALLOWED_SOURCES[target]
+    moved = _move(order, target, allowed & HOLDS_STOCK, values)
     if moved and target not in HOLDS_STOCK:
         _return_stock(order)
     elif not moved and target in HOLDS_STOCK:
-        moved = _move(order, target, ALLOWED_SOURCES[target] - HOLDS_STOCK, values)
+        moved = _move(order, target, allowed - HOLDS_STOCK, values)
         if moved:
             _take_stock_again(order)
     return moved
@@ -292,18 +311,53 @@ def _payment_mismatch(order: Order, amount: Any, currency: Any) -> str | None:
     return None
 
 
+def _stripe_id(value: Any) -> str | None:
+    """A Stripe object id, or None for null/missing/odd values, so nothing ever matches on NULL."""
+    return value if isinstance(value, str) and value else None
+
+
+def _require_payment_fields(session: Mapping[str, Any]) -> None:
+    """The fields a payment of one of the shop's sessions is checked by."""
+    for key, kind in (("payment_status", str), ("amount_total", int), ("currency", str)):
+        value = session.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or value == "":
+            raise InvalidEvent(f"checkout.session.{key} is missing or not a {kind.__name__}")
+
+
+def _lock_payment(payment_intent: str) -> None:
+    """Serialize, until the transaction ends, everything that concerns one payment intent.
+
+    A refund that finds no paid order for its payment decides to wait while, at the same
+    moment, the order may be getting paid through that payment: without a common lock each
+    could miss the other's uncommitted write, and the refund would wait forever. SQLite
+    already serializes every writing transaction.
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(payment_intent, 0))))
+
+
 def apply_session_event(event_type: str, session: Mapping[str, Any]) -> Outcome:
-    """Apply a verified `checkout.session.*` event to the order it belongs to."""
+    """Apply a verified `checkout.session.*` event to the order it belongs to.
+
+    Only the shop's own sessions are checked against an order; any other session (another
+    integration's, a setup or subscription session, `stripe trigger`) is not ours, whatever
+    its amounts.
+    """
     order = db.session.scalar(select(Order).where(Order.stripe_session_id == session["id"]))
     if order is None:
-        return Outcome("ignored: no order has this checkout session")
+        return Outcome("not ours: no order has this checkout session", state=EventState.NOT_OURS)
     if session.get("client_reference_id") != order.public_id:
         return _flag_for_review(order, f"session {session['id']} names another order")
 
-    paid_values = {
-        "payment_intent_id": session.get("payment_intent"),
+    if event_type in (SESSION_COMPLETED, SESSION_ASYNC_SUCCEEDED):
+        _require_payment_fields(session)
+
+    payment_intent = _stripe_id(session.get("payment_intent"))
+    paid_values: dict[str, Any] = {
         "customer_email": (session.get("customer_details") or {}).get("email") or session.get("customer_email"),
     }
+    if payment_intent:
+        paid_values["payment_intent_id"] = payment_intent
     paid_now = (event_type == SESSION_COMPLETED and session.get("payment_status") == "paid") or (
         event_type == SESSION_ASYNC_SUCCEEDED
     )
@@ -320,18 +374,37 @@ def apply_session_event(event_type: str, session: Mapping[str, Any]) -> Outcome:
         target, values = S.EXPIRED, {}
 
     order_id = order.id  # read before the transition expires the instance
+    payment_intent = payment_intent or order.payment_intent_id
+    if target == S.PAID and payment_intent:
+        _lock_payment(payment_intent)  # before the order is paid, so a waiting refund can't slip past
     if _transition(order, target, **values):
-        return Outcome(f"order {target}", order_id)
+        paid_through = payment_intent if target == S.PAID else None
+        return Outcome(f"order {target}", order_id, paid_through=paid_through)
     return Outcome(f"no change: order already {order.status}", order_id)
 
 
 def apply_charge_refunded(charge: Mapping[str, Any]) -> Outcome:
-    """Apply a verified `charge.refunded` event: refunded in full, or in part."""
-    order = db.session.scalar(select(Order).where(Order.payment_intent_id == charge.get("payment_intent")))
-    if order is None:
-        return Outcome("ignored: no order has this payment")
+    """Apply a verified `charge.refunded` event: refunded in full, or in part.
+
+    A refund of a payment no order is paid through yet waits for it: Stripe doesn't promise
+    that the payment's own events arrive first. A charge without a payment intent (the
+    legacy Charges API) can't be one of this shop's, which are all Checkout payments.
+    """
+    payment_intent = _stripe_id(charge.get("payment_intent"))
+    if payment_intent is None:
+        return Outcome("not ours: a charge without a payment intent", state=EventState.NOT_OURS)
+    _lock_payment(payment_intent)
+    order = db.session.scalar(select(Order).where(Order.payment_intent_id == payment_intent))
+    if order is None or order.status not in PAID_STATES:
+        why = "no order has this payment yet" if order is None else f"order {order.public_id} is not paid yet"
+        return Outcome(
+            f"waiting: {why}",
+            None if order is None else order.id,
+            state=EventState.WAITING,
+            waiting_for=payment_intent,
+        )
     refunded = charge.get("amount_refunded")
-    if not isinstance(refunded, int) or charge.get("currency") != order.currency:
+    if not isinstance(refunded, int) or isinstance(refunded, bool) or charge.get("currency") != order.currency:
         return _flag_for_review(order, f"refund of {refunded} {charge.get('currency')} does not fit the order")
     target = S.REFUNDED if refunded >= order.amount_total else S.PARTIALLY_REFUNDED
     order_id = order.id
@@ -347,5 +420,6 @@ def apply_charge_refunded(charge: Mapping[str, Any]) -> Outcome:
     )
     db.session.expire(order)
     if result.rowcount == 1:
+        log.info("order %s -> %s (%s refunded)", order.public_id, target, refunded)
         return Outcome(f"order {target} ({refunded})", order_id)
     return Outcome(f"no change: order already {order.status}", order_id)

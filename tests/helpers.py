@@ -171,3 +171,46 @@ def pay(shop: ShopClient, checkout_url: str, card: str = "4242 4242 4242 4242", 
     """Fill in the emulator's hosted checkout page as a shopper would."""
     form = {"email": "shopper@example.com", "method": method, "card": card, "expiry": "12 / 34", "cvc": "123"}
     return shop.http.post(path_of(checkout_url), data=form)
+
+
+def refund_event(payment_intent: str | None, amount_refunded: int, amount: int, currency: str = "usd") -> dict[str, Any]:
+    """A Stripe-shaped `charge.refunded` event for a charge of `payment_intent` (None: a legacy charge)."""
+    charge = {
+        "id": "ch_" + secrets.token_hex(12),
+        "object": "charge",
+        "amount": amount,
+        "amount_captured": amount,
+        "amount_refunded": amount_refunded,
+        "currency": currency,
+        "payment_intent": payment_intent,
+        "refunded": amount_refunded >= amount,
+        "status": "succeeded",
+        "metadata": {},
+    }
+    return {
+        "id": "evt_" + secrets.token_hex(12),
+        "object": "event",
+        "api_version": stripe.api_version,
+        "created": int(time.time()),
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "charge.refunded",
+        "data": {"object": charge},
+    }
+
+
+def event_state(app: Flask, event_id: str) -> tuple[str, str | None, int | None] | None:
+    """(state, waiting_for, order_id) of a recorded event, or None when it was never recorded."""
+    with app.app_context():
+        row = db.session.get(StripeEvent, event_id)
+        return None if row is None else (row.state, row.waiting_for, row.order_id)
+
+
+def stripe_sdk(app: Flask) -> stripe.StripeClient:
+    """The official SDK pointed where the app's is: for a test acting as the Stripe Dashboard would."""
+    return stripe.StripeClient(
+        app.config["STRIPE_SECRET_KEY"],
+        base_addresses={"api": app.config["STRIPE_API_BASE"]},
+        http_client=app.extensions["stripe_http_client"],
+    )

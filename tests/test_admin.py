@@ -12,11 +12,21 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, select, text, update
 
+from shop import orders
 from shop.extensions import db
 from shop.models import Order, OrderItem, Product, StripeEvent
 from shop.orders import new_public_id
 from shop.stripe_emulator import tick
-from tests.helpers import CSRF_FIELD, ShopClient, get_order, pay, post_event, record_stripe_calls, session_event
+from tests.helpers import (
+    CSRF_FIELD,
+    ShopClient,
+    get_order,
+    pay,
+    post_event,
+    record_stripe_calls,
+    refund_event,
+    session_event,
+)
 
 OPERATOR = ("operator", "correct horse battery staple")
 
@@ -184,7 +194,7 @@ def test_orders_list_runs_the_same_queries_for_many_orders(operator, admin_app) 
     make_orders(admin_app, ["paid"] * 2)
     few = statements_for_list_page()
     make_orders(admin_app, ["paid"] * 30, start=datetime(2025, 4, 1, tzinfo=UTC))
-    assert statements_for_list_page() == few <= 3  # count, orders, items
+    assert statements_for_list_page() == few <= 4  # count, orders, items, events needing attention
 
 
 # --- Order detail -------------------------------------------------------------------------
@@ -298,7 +308,7 @@ def test_sync_button_runs_recovery_and_flashes_its_summary(operator, admin_app, 
     response = operator.post_form("/admin/sync")
     assert response.status_code == 303 and response.headers["Location"] == "/admin/"
     html = operator.get("/admin/").get_data(as_text=True)
-    assert re.search(r"Synced with Stripe: fetched \d+ event\(s\), 1 applied, 0 already seen, 0 invalid", html)
+    assert re.search(r"Synced with Stripe\. Fetched \d+ event\(s\): 1 applied, 0 already seen, 0 invalid, 0 failed", html)
     assert get_order(admin_app, order.public_id).status == "paid"
 
 
@@ -358,6 +368,50 @@ def test_products_page_lists_name_price_stock_and_whether_on_sale(operator, admi
 def test_stripe_events_unrelated_to_an_order_are_not_listed(operator, admin_app, shop) -> None:
     order = shop.start({"enamel-mug": 1})
     with admin_app.app_context():
-        db.session.add(StripeEvent(id="evt_unrelated", type="customer.created", created=1, order_id=None))
+        db.session.add(StripeEvent(id="evt_unrelated", type="customer.created", created=1, order_id=None, state="not_ours"))
         db.session.commit()
     assert "evt_unrelated" not in operator.get(f"/admin/orders/{order.public_id}").get_data(as_text=True)
+
+
+# --- Events needing attention -------------------------------------------------------------
+
+
+def test_failed_and_waiting_events_are_listed_and_a_retry_applies_them(operator, admin_app, shop, monkeypatch) -> None:
+    order = shop.start({"enamel-mug": 1})
+    payment = session_event(order, "checkout.session.completed", payment_intent="pi_paid_twice_over")
+    refund = refund_event("pi_paid_twice_over", 2400, 2400)
+    admin_app.config["PROPAGATE_EXCEPTIONS"] = False
+    monkeypatch.setattr(orders, "apply_session_event", lambda *args: 1 / 0)
+    assert post_event(admin_app, payment).status_code == 500
+    assert post_event(admin_app, refund).status_code == 200  # waits for the payment
+
+    page = operator.get("/admin/events").get_data(as_text=True)
+
+    assert "Events needing attention (2)" in page
+    assert payment["id"] in page and "ZeroDivisionError: division by zero" in page
+    assert refund["id"] in page and "pi_paid_twice_over" in page
+    assert operator.post_form(f"/admin/events/{payment['id']}/retry").status_code == 303
+    assert "failed again: ZeroDivisionError" in operator.get("/admin/events").get_data(as_text=True)
+
+    monkeypatch.undo()
+    assert operator.post_form(f"/admin/events/{payment['id']}/retry").status_code == 303
+
+    after = operator.get("/admin/events").get_data(as_text=True)
+    assert "order paid" in after and "No Stripe event has failed, and none is waiting." in after
+    assert "Events needing attention (0)" in after
+    assert get_order(admin_app, order.public_id).status == "refunded"
+    assert operator.post_form(f"/admin/events/{payment['id']}/retry").status_code == 404  # final now
+    assert operator.post_form("/admin/events/evt_unknown/retry").status_code == 404
+
+
+def test_sync_flashes_each_failed_event(operator, admin_app, shop, monkeypatch) -> None:
+    order = shop.start({"enamel-mug": 2})
+    pay(shop, order.checkout_url)  # the webhook never arrives (no tick)
+    monkeypatch.setattr(orders, "apply_session_event", lambda *args: 1 / 0)
+
+    operator.post_form("/admin/sync")
+
+    html = operator.get("/admin/").get_data(as_text=True)
+    assert re.search(r"Fetched \d+ event\(s\): 0 applied, 0 already seen, 0 invalid, 1 failed", html)
+    assert "(checkout.session.completed) failed: ZeroDivisionError: division by zero" in html
+    assert "Events needing attention (1)" in html

@@ -123,13 +123,17 @@ def test_processing_error_answers_500_and_leaves_the_event_for_a_retry(app, orde
     app.config["PROPAGATE_EXCEPTIONS"] = False  # answer as production would, not raise into the test
     response = post_event(app, event)
     assert response.status_code == 500
-    assert event_row(app, event["id"]) is None
+    assert event_row(app, event["id"]) == ("checkout.session.completed", False, None)
+    with app.app_context():
+        failed = db.session.get(StripeEvent, event["id"])
+        assert (failed.state, failed.error, failed.failures) == ("failed", "RuntimeError: database went away", 1)
     assert status_of(app, order) == "awaiting_payment"
 
     monkeypatch.undo()
     retry = post_event(app, event)
     assert retry.status_code == 200
     assert status_of(app, order) == "paid"
+    assert event_row(app, event["id"]) == ("checkout.session.completed", True, "order paid")
 
 
 def test_without_a_secret_nothing_is_processed(app, order):

@@ -6,25 +6,32 @@ from datetime import UTC, datetime
 
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from .. import stripe_gateway
+from .. import recovery, stripe_gateway
 from ..extensions import db
 from ..filters import isodate
-from ..models import Order, Product, StripeEvent, utcnow
+from ..models import EventState, Order, Product, StripeEvent, utcnow
 from ..money import to_units
 from ..orders import OrderStatus
-from ..recovery import sync_with_stripe
 from . import bp
 from .queries import PER_PAGE, OrderFilter, parse_page
 
 log = logging.getLogger("shop.admin")
+EVENTS_SHOWN = 200
 REFUNDABLE = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED})
 CSV_HEADER = (
     "order", "created_at", "status", "currency", "amount_total", "amount_refunded", "customer_email",
     "items", "stripe_session_id", "payment_intent_id", "paid_at", "review_reason",
 )
+
+
+@bp.context_processor
+def events_needing_attention() -> dict[str, int]:
+    """How many Stripe events failed or wait, for the navigation on every operator page."""
+    waiting_or_failed = StripeEvent.state.in_([EventState.FAILED, EventState.WAITING])
+    return {"events_needing_attention": db.session.scalar(select(func.count()).select_from(StripeEvent).where(waiting_or_failed)) or 0}
 
 
 @bp.app_template_filter("from_unix")
@@ -120,18 +127,43 @@ def refund(public_id: str) -> ResponseReturnValue:
 def sync() -> ResponseReturnValue:
     """Apply Stripe events the webhook missed, and expire stale pending orders."""
     try:
-        report = sync_with_stripe()
+        report = recovery.sync_with_stripe()
     except stripe_gateway.PaymentProviderError as exc:
         db.session.rollback()
         log.error("sync with Stripe failed: %s", exc)
         flash(f"Could not sync with Stripe: {exc}", "error")
     else:
-        flash(
-            f"Synced with Stripe: fetched {report.fetched} event(s), {report.applied} applied, "
-            f"{report.duplicates} already seen, {report.invalid} invalid; "
-            f"{report.stale_expired} stale pending order(s) expired."
-        )
+        flash(f"Synced with Stripe. {report.summary()}")
+        for failure in report.failed:
+            flash(f"Event {failure.event_id} ({failure.event_type}) failed: {failure.error}", "error")
     return redirect(url_for(".orders"), code=303)
+
+
+@bp.get("/events")
+def events() -> ResponseReturnValue:
+    """Stripe events that failed or wait for their payment, newest first."""
+    rows = db.session.scalars(
+        select(StripeEvent)
+        .where(StripeEvent.state.in_([EventState.FAILED, EventState.WAITING]))
+        .order_by(StripeEvent.created.desc(), StripeEvent.id)
+        .limit(EVENTS_SHOWN)
+    ).all()
+    return render_template("admin/events.html", events=rows)
+
+
+@bp.post("/events/<event_id>/retry")
+def retry_event(event_id: str) -> ResponseReturnValue:
+    """Handle a failed or waiting event again now, from the payload kept on its row."""
+    try:
+        result = recovery.retry_event(event_id)
+    except recovery.NothingToRetry:
+        abort(404, "No failed or waiting event has this id.")
+    except Exception as exc:  # recorded on the event's row by the intake
+        log.error("retry of event %s failed: %s", event_id, exc)
+        flash(f"Event {event_id} failed again: {type(exc).__name__}: {exc}", "error")
+    else:
+        flash(f"Event {event_id}: {result.outcome}")
+    return redirect(url_for(".events"), code=303)
 
 
 @bp.get("/products")

@@ -2,11 +2,16 @@
 
 Deliberately independent of the shop's code (no ALLOWED_SOURCES): tests compare what the
 shop did with what this model says a serial application of the same events must give.
+
+Refunds follow Stripe's semantics, not the shop's code: a `charge.refunded` reports the
+charge's cumulative `amount_refunded`, so the refund an order shows is the largest one
+reported for its payment, once (and whenever) the order is paid; refunds reported before
+that are kept, not lost. Events of other integrations change nothing.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # state -> states it may move to, from the docstring diagram plus "paid is also reachable
 # from failed and expired" (money Stripe took must show on the order).
@@ -38,34 +43,72 @@ TARGET = {
     "async_failed": "failed",
     "expired": "expired",
 }
+# `charge.refunded` of the order's own payment, with the charge's amount refunded so far.
+REFUND_KINDS = frozenset({"refund"})
+# Traffic of other integrations on the same account: none of it is the order's.
+FOREIGN_KINDS = frozenset({"foreign_session", "legacy_refund", "foreign_refund"})
 
 
 @dataclass(frozen=True)
 class ModelEvent:
-    """One event of a session; `matches` is False when its amount or currency is not the order's."""
+    """One event; `matches` is False when a payment's amount or currency is not the order's.
+
+    `refunded` is the cumulative amount a refund event reports. A `poison` event can never be
+    handled (a bug, or data the shop can't store): it must change nothing and stay visible.
+    """
 
     kind: str
     matches: bool = True
+    refunded: int = 0
+    poison: bool = False
 
     @property
     def target(self) -> str | None:
-        """The state this event asks for; None for a payment that does not match the order."""
-        if self.kind in TAKES_MONEY and not self.matches:
+        """The state a session event asks for; None for a payment that does not match, or any other event."""
+        if self.kind not in TARGET or (self.kind in TAKES_MONEY and not self.matches):
             return None
         return TARGET[self.kind]
 
     @property
     def flags_for_review(self) -> bool:
-        return self.kind in TAKES_MONEY and not self.matches
+        return self.kind in TAKES_MONEY and not self.matches and not self.poison
 
 
-def apply(state: str, event: ModelEvent) -> str:
+@dataclass(frozen=True)
+class ModelOrder:
+    """`session_state` follows the session's events (a paid order stays "paid" there)."""
+
+    total: int
+    session_state: str = "awaiting_payment"
+    largest_refund: int = 0
+    flagged: bool = False
+
+    @property
+    def status(self) -> str:
+        if self.session_state != "paid" or self.largest_refund == 0:
+            return self.session_state
+        return "refunded" if self.largest_refund >= self.total else "partially_refunded"
+
+    @property
+    def amount_refunded(self) -> int:
+        return self.largest_refund if self.session_state == "paid" else 0
+
+
+def apply(order: ModelOrder, event: ModelEvent) -> ModelOrder:
+    if event.poison or event.kind in FOREIGN_KINDS:
+        return order
+    if event.kind in REFUND_KINDS:
+        return replace(order, largest_refund=max(order.largest_refund, event.refunded))
+    order = replace(order, flagged=order.flagged or event.flags_for_review)
     target = event.target
-    return target if target is not None and target in NEXT_STATES[state] else state
+    if target is not None and target in NEXT_STATES[order.session_state]:
+        return replace(order, session_state=target)
+    return order
 
 
 def final_state(events: Iterable[ModelEvent], start: str = "awaiting_payment") -> str:
-    state = start
+    """The status a session's events, applied in this order, leave an order in."""
+    order = ModelOrder(total=1, session_state=start)
     for event in events:
-        state = apply(state, event)
-    return state
+        order = apply(order, event)
+    return order.status

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from shop.extensions import db
 from shop.models import Order, StripeEvent
-from tests.helpers import get_order, session_event, sign, webhook_secret
+from tests.helpers import get_order, refund_event, session_event, sign, webhook_secret
 from tests.reliability.conftest import LiveServer
 from tests.reliability.reference import KINDS, ModelEvent, final_state
 
@@ -124,3 +124,22 @@ def test_two_events_racing_end_as_some_serial_order_would(server, app, shop, nam
         if final.status == "paid":
             assert final.paid_at is not None and final.payment_intent_id is not None
         assert len(event_rows(app, order)) == len(prefix) + 2
+
+
+def test_refund_racing_its_payment_is_applied_exactly_once(server, app, shop):
+    """The refund either finds the paid order or waits and is applied by the payment: never lost."""
+    for round_number in range(20):
+        order = shop.start({"enamel-mug": 1})  # 2400 usd
+        refunded = 2400 if round_number % 2 else 1000
+        payment_intent = f"pi_race_{round_number}_{order.public_id[-8:]}"
+        payment = session_event(order, "checkout.session.completed", payment_intent=payment_intent)
+        refund = refund_event(payment_intent, refunded, 2400)
+
+        answers = deliver_together(server, app, [payment, refund])
+
+        assert [status for status, _ in answers] == [200, 200], answers
+        final = get_order(app, order.public_id)
+        assert (final.status, final.amount_refunded) == (
+            "refunded" if refunded == 2400 else "partially_refunded", refunded
+        ), answers
+        assert sorted(row.state for row in event_rows(app, order)) == ["applied", "applied"]

@@ -1,7 +1,11 @@
-"""Property: any sequence of a session's events, resent, reordered or failing mid-way, ends
-where a serial reference model of the state machine says, and never un-pays or mis-pays."""
+"""Property: any sequence of an order's events (its session's, its refunds', other
+integrations', and one that can never be handled), resent, reordered or failing mid-way,
+ends where a serial reference model says; never un-pays or mis-pays; and a sync after any
+prefix of the deliveries brings it to the same state as the model, with every refund Stripe
+reported reflected."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,13 +15,17 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from shop import orders
+from shop import orders, recovery, stripe_gateway
 from shop.extensions import db
 from shop.models import Order, StripeEvent
-from tests.helpers import ShopClient, get_order, post_event, session_event
-from tests.reliability.reference import KINDS, PAID, TAKES_MONEY, ModelEvent, apply
+from tests.helpers import ShopClient, get_order, post_event, refund_event, session_event
+from tests.reliability.reference import KINDS, PAID, TAKES_MONEY, ModelEvent, ModelOrder, apply
 
 MISMATCHES = {"amount": {"amount_total": 1}, "currency": {"currency": "eur"}}
+TOTAL = 2400  # one enamel mug
+SESSION_KINDS = sorted(KINDS)
+OTHER_KINDS = ["refund", "foreign_session", "legacy_refund", "foreign_refund"]
+POISON_MARK = {"poison": "this event can never be handled"}
 
 
 @dataclass(frozen=True)
@@ -29,52 +37,85 @@ class Delivery:
 
 
 @st.composite
-def event_pool(draw: st.DrawFn) -> list[tuple[ModelEvent, str | None]]:
-    """1-5 distinct events of one session, each (model event, how it mismatches or None)."""
-    size = draw(st.integers(1, 5))
-    pool = []
-    for _ in range(size):
-        kind = draw(st.sampled_from(sorted(KINDS)))
-        mismatch = draw(st.sampled_from([None, None, *MISMATCHES])) if kind in TAKES_MONEY else None
-        pool.append((ModelEvent(kind, matches=mismatch is None), mismatch))
-    return pool
+def model_events(draw: st.DrawFn) -> tuple[ModelEvent, str | None]:
+    """One event and, for a payment, how it mismatches the order (or None)."""
+    kind = draw(st.sampled_from(SESSION_KINDS + OTHER_KINDS))
+    mismatch = draw(st.sampled_from([None, None, *MISMATCHES])) if kind in TAKES_MONEY else None
+    refunded = draw(st.sampled_from([1000, 1500, TOTAL])) if kind == "refund" else 0
+    return ModelEvent(kind, matches=mismatch is None, refunded=refunded), mismatch
 
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[list[tuple[ModelEvent, str | None]], list[Delivery]]:
-    pool = draw(event_pool())
+    """1-7 distinct events, sometimes one of them poison, and up to 12 deliveries of them."""
+    pool = draw(st.lists(model_events(), min_size=1, max_size=7))
+    if draw(st.booleans()):
+        index = draw(st.integers(0, len(pool) - 1))
+        event, mismatch = pool[index]
+        pool[index] = (ModelEvent(event.kind, event.matches, event.refunded, poison=True), mismatch)
     deliveries = draw(
         st.lists(
             st.builds(Delivery, st.integers(0, len(pool) - 1), st.sampled_from([False, False, False, True])),
-            min_size=1,
-            max_size=10,
+            max_size=12,
         )
     )
     return pool, deliveries
 
 
-class FlakyDatabase:
-    """Wraps `orders.apply_session_event`: when armed, does the work, then the database fails."""
+class FlakyHandlers:
+    """Wraps the order handlers: when armed, the database fails after the work; a poison
+    event (marked in its object's metadata) always fails."""
 
-    def __init__(self, real: Any) -> None:
-        self.real = real
+    def __init__(self, patch: pytest.MonkeyPatch) -> None:
         self.armed = False
+        for name in ("apply_session_event", "apply_charge_refunded"):
+            patch.setattr(orders, name, self._wrap(getattr(orders, name)))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> orders.Outcome:
-        outcome = self.real(*args, **kwargs)
-        if self.armed:
-            raise OperationalError("UPDATE orders ...", {}, Exception("server closed the connection unexpectedly"))
-        return outcome
+    def _wrap(self, real: Any) -> Any:
+        def handler(*args: Any) -> orders.Outcome:
+            if args[-1].get("metadata", {}).get("poison"):
+                raise ValueError("poison: this event can never be handled")
+            outcome = real(*args)
+            if self.armed:
+                raise OperationalError("UPDATE orders ...", {}, Exception("server closed the connection unexpectedly"))
+            return outcome
+
+        return handler
 
 
-def stripe_event(order: Order, event: ModelEvent, mismatch: str | None) -> dict[str, Any]:
-    event_type, payment_status = KINDS[event.kind]
-    return session_event(order, event_type, payment_status=payment_status, **MISMATCHES.get(mismatch, {}))
+def stripe_event(order: Order, event: ModelEvent, mismatch: str | None, payment_intent: str, created: int) -> dict[str, Any]:
+    if event.kind in KINDS:
+        event_type, payment_status = KINDS[event.kind]
+        stripe = session_event(
+            order, event_type, payment_status=payment_status, payment_intent=payment_intent, **MISMATCHES.get(mismatch, {})
+        )
+    elif event.kind == "refund":
+        stripe = refund_event(payment_intent, event.refunded, TOTAL)
+    elif event.kind == "foreign_session":
+        stripe = session_event(
+            order, "checkout.session.completed", id="cs_test_another_integrations", mode="setup", amount_total=None,
+            currency=None, client_reference_id=None, payment_intent=None, metadata={},
+        )
+    else:
+        stripe = refund_event(None if event.kind == "legacy_refund" else "pi_another_integrations", 500, 500)
+    if event.poison:
+        stripe["data"]["object"]["metadata"] = POISON_MARK
+    stripe["created"] = created
+    return stripe
 
 
-def recorded_ids(app, order: Order) -> list[str]:
+def event_rows(app) -> dict[str, tuple[str, int | None, int]]:
     with app.app_context():
-        return list(db.session.scalars(select(StripeEvent.id).where(StripeEvent.order_id == order.id)))
+        rows = db.session.execute(select(StripeEvent.id, StripeEvent.state, StripeEvent.order_id, StripeEvent.failures))
+        return {row.id: (row.state, row.order_id, row.failures) for row in rows}
+
+
+def assert_matches_model(app, order: Order, model: ModelOrder, previous: str) -> str:
+    actual = get_order(app, order.public_id)
+    assert (actual.status, actual.amount_refunded) == (model.status, model.amount_refunded)
+    assert previous not in PAID or actual.status in PAID, "a paid order was un-paid"
+    assert (actual.review_reason is not None) == model.flagged
+    return actual.status
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -84,33 +125,54 @@ def test_any_event_sequence_ends_as_the_reference_model_says(app, scenario):
     pool, deliveries = scenario
     app.config["PROPAGATE_EXCEPTIONS"] = False  # a crash answers 500, as in production
     order = ShopClient(app).start({"enamel-mug": 1})
-    events = [stripe_event(order, event, mismatch) for event, mismatch in pool]
-    expected, status, flagged, applied = "awaiting_payment", "awaiting_payment", False, set()
+    payment_intent = f"pi_{order.public_id[4:]}"
+    start = int(time.time()) - 100
+    events = [stripe_event(order, e, m, payment_intent, start + i) for i, (e, m) in enumerate(pool)]
+    model, status, handled = ModelOrder(TOTAL), "awaiting_payment", set()
     with pytest.MonkeyPatch.context() as patch:
-        flaky = FlakyDatabase(orders.apply_session_event)
-        patch.setattr(orders, "apply_session_event", flaky)
+        flaky = FlakyHandlers(patch)
         for delivery in deliveries:
-            model, event = pool[delivery.index][0], events[delivery.index]
-            first_time = event["id"] not in applied
+            model_event, event = pool[delivery.index][0], events[delivery.index]
+            recorded = event_rows(app).get(event["id"])
             flaky.armed = delivery.fails
             response = post_event(app, event)
 
-            if delivery.fails and first_time:
+            if recorded is not None and recorded[0] in ("applied", "not_ours"):
+                assert (response.status_code, response.json["duplicate"]) == (200, True)
+            elif model_event.poison or delivery.fails:
                 assert response.status_code == 500
             else:
-                assert response.status_code == 200, response.get_data(as_text=True)
-                assert response.json["duplicate"] is not first_time
-                if first_time:
-                    applied.add(event["id"])
-                    expected = apply(expected, model)
-                    flagged = flagged or model.flags_for_review
+                assert (response.status_code, response.json["duplicate"]) == (200, False), response.get_data(as_text=True)
+                handled.add(event["id"])
+                model = apply(model, model_event)
+            before = status
+            status = assert_matches_model(app, order, model, status)
+            if status in PAID and before not in PAID:
+                assert model_event.kind in TAKES_MONEY and model_event.matches, "paid by an event that does not match"
 
-            previous, actual = status, get_order(app, order.public_id)
-            status = actual.status
-            assert status == expected, (delivery, status, expected)
-            assert previous not in PAID or status in PAID, "a paid order was un-paid"
-            if status == "paid" and previous != "paid":
-                assert model.kind in TAKES_MONEY and model.matches, "paid by an event that does not match"
-            assert (actual.review_reason is not None) == flagged
+        # Stripe's event list is the pool; the sync after this prefix of deliveries applies
+        # what never got through, oldest first, and goes past the poison event.
+        flaky.armed = False
+        patch.setattr(stripe_gateway, "events_since", lambda created_after: list(reversed(events)))
+        for index in sorted(range(len(pool)), key=lambda i: events[i]["created"]):
+            if events[index]["id"] not in handled and not pool[index][0].poison:
+                model = apply(model, pool[index][0])
+        for _ in range(2):  # and a second sync changes nothing
+            with app.app_context():
+                report = recovery.sync_with_stripe()
+            assert len(report.failed) == sum(event.poison for event, _ in pool)
+            status = assert_matches_model(app, order, model, status)
 
-    assert sorted(recorded_ids(app, order)) == sorted(applied)  # each id once; failed attempts left nothing
+    rows = event_rows(app)
+    for (event, _), stripe in zip(pool, events, strict=True):
+        state, order_id, failures = rows[stripe["id"]]
+        if event.poison:
+            assert state == "failed" and failures >= 2, "a poison event stays visible, never silent"
+        elif event.kind in ("foreign_session", "legacy_refund"):
+            assert (state, order_id) == ("not_ours", None), "no order changes for an event that isn't its own"
+        elif event.kind == "foreign_refund":
+            assert (state, order_id) == ("waiting", None), "no order changes for an event that isn't its own"
+        elif event.kind == "refund":
+            assert state == ("applied" if model.session_state == "paid" else "waiting"), "a refund Stripe reported is lost"
+        else:
+            assert (state, order_id) == ("applied", order.id)
