@@ -61,6 +61,8 @@ ALLOWED_SOURCES: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.PARTIALLY_REFUNDED: frozenset({S.PAID, S.PARTIALLY_REFUNDED}),
     S.REFUNDED: frozenset({S.PAID, S.PARTIALLY_REFUNDED}),
 }
+# A failed session creation may fail only an order still waiting for its session.
+CHECKOUT_FAILED_SOURCES = frozenset({S.PENDING})
 PAID_STATES = frozenset({S.PAID, S.PARTIALLY_REFUNDED, S.REFUNDED})
 OPEN_STATES = frozenset({S.PENDING, S.AWAITING_PAYMENT, S.PROCESSING})
 # Orders in these states hold their units of stock.
@@ -248,9 +250,13 @@ def record_checkout_session(order: Order, session_id: str, url: str) -> None:
     _transition(order, S.AWAITING_PAYMENT, stripe_session_id=session_id, checkout_url=url)
 
 
-def mark_checkout_failed(order: Order) -> None:
-    """Stripe could not create a session: the order will never be paid, so say so."""
-    _transition(order, S.FAILED)
+def mark_checkout_failed(order: Order) -> bool:
+    """Stripe could not create a session: the order will never be paid, so say so.
+
+    Only a `pending` order: one that moved on got its session from a twin request (the same
+    form submitted again), and its shopper may be paying it right now.
+    """
+    return _transition(order, S.FAILED, sources=CHECKOUT_FAILED_SOURCES)
 
 
 def mark_cancelled(order: Order) -> bool:

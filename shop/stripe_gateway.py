@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import stripe
@@ -16,12 +16,13 @@ from flask import current_app
 
 from .models import Order
 
-# Stripe wants expires_at at least 30 minutes after creation; the margin covers request latency.
-EXPIRY_MARGIN = timedelta(seconds=60)
-
 
 class PaymentProviderError(Exception):
     """Stripe could not be reached or refused the request; safe to retry later."""
+
+
+class CheckoutWindowClosed(PaymentProviderError):
+    """The order is too old for a new Checkout Session (see `session_expires_at`)."""
 
 
 class WebhookVerificationError(Exception):
@@ -49,9 +50,24 @@ def _client() -> stripe.StripeClient:
     return cached[1]
 
 
+def session_expires_at(order: Order) -> datetime:
+    """When the order's Checkout Session expires: fixed by the order, never by the request.
+
+    Every attempt for one order (the SDK's retries, a resubmitted form) must send identical
+    parameters under its idempotency key: Stripe refuses a reused key with other parameters,
+    and replays what it saved for the same ones. Stripe also wants `expires_at` at least 30
+    minutes after the session's creation. So it is counted from the order's creation, with
+    the time an order may stay `pending` (STALE_PENDING_MINUTES, after which the sweep expires
+    it) added: any attempt in that window is valid. A later attempt still gets back a session
+    an earlier one created (a replay is not validated again); if there is none, Stripe refuses
+    the request and the checkout is closed (`CheckoutWindowClosed`).
+    """
+    config = current_app.config
+    return order.created_at + timedelta(minutes=config["CHECKOUT_SESSION_MINUTES"] + config["STALE_PENDING_MINUTES"])
+
+
 def checkout_session_params(order: Order, success_url: str, cancel_url: str) -> dict[str, Any]:
     """Checkout Session parameters, priced from the order's server-side snapshot only."""
-    expires_at = order.created_at + timedelta(minutes=current_app.config["CHECKOUT_SESSION_MINUTES"]) + EXPIRY_MARGIN
     return {
         "mode": "payment",
         "line_items": [
@@ -67,7 +83,7 @@ def checkout_session_params(order: Order, success_url: str, cancel_url: str) -> 
         ],
         "client_reference_id": order.public_id,
         "metadata": {"order_id": order.public_id},
-        "expires_at": int(expires_at.timestamp()),
+        "expires_at": int(session_expires_at(order).timestamp()),
         "success_url": success_url,
         "cancel_url": cancel_url,
     }
@@ -84,6 +100,10 @@ def create_checkout_session(order: Order, success_url: str, cancel_url: str) -> 
             params=checkout_session_params(order, success_url, cancel_url),  # type: ignore[arg-type]
             options={"idempotency_key": f"checkout-session-{order.public_id}"},
         )
+    except stripe.InvalidRequestError as exc:
+        if exc.param == "expires_at":
+            raise CheckoutWindowClosed(str(exc)) from exc
+        raise PaymentProviderError(str(exc)) from exc
     except stripe.StripeError as exc:
         raise PaymentProviderError(str(exc)) from exc
     return CheckoutSession(id=session.id, url=session.url or "")

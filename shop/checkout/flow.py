@@ -46,7 +46,9 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
         session = stripe_gateway.create_checkout_session(order, success_url, cancel_url)
     except stripe_gateway.PaymentProviderError as exc:
         current_app.logger.warning("no Checkout Session for %s: %s", order.public_id, exc)
-        if created:  # a concurrent resubmission must not fail the order its twin is paying
+        # A resubmission must not fail an order its twin may still be starting; a closed window
+        # can't reopen. Only a still-pending order is ever failed here (see orders).
+        if created or isinstance(exc, stripe_gateway.CheckoutWindowClosed):
             db.session.add(order)
             orders.mark_checkout_failed(order)
             db.session.commit()

@@ -36,6 +36,9 @@ def create():
     except CheckoutTokenConflict:
         message = "This checkout form was already used for another order. Reload the shop and try again."
         return render_template("error.html", title="Form already used", message=message), 409
+    except stripe_gateway.CheckoutWindowClosed:
+        message = "This checkout took too long to start. Nothing was charged; please start a new order."
+        return render_template("error.html", title="Checkout expired", message=message), 409
     except stripe_gateway.PaymentProviderError:
         return _payment_unavailable()
 

@@ -1,8 +1,10 @@
 """Faults while paying: Stripe unreachable or slow, lost answers, a failing database, a crash."""
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,7 +16,8 @@ from sqlalchemy.exc import OperationalError
 
 from shop import orders, stripe_emulator, stripe_gateway
 from shop.extensions import db
-from shop.models import Order, StripeEvent
+from shop.models import Order, Product, StripeEvent
+from shop.stripe_emulator import api as emulator_api
 from shop.stripe_emulator.models import CheckoutSession, Delivery
 from tests.helpers import (
     RecordingHTTPClient,
@@ -133,10 +136,11 @@ def backdate_orders(app: Flask, minutes: int) -> None:
         db.session.commit()
 
 
-def test_crash_before_the_session_exists_leaves_a_pending_order_the_sweep_expires(app, shop, monkeypatch):
-    def process_dies(*args: Any, **kwargs: Any):
-        raise SystemExit("worker killed")
+def process_dies(*args: Any, **kwargs: Any):
+    raise SystemExit("worker killed")
 
+
+def test_crash_before_the_session_exists_leaves_a_pending_order_the_sweep_expires(app, shop, monkeypatch):
     monkeypatch.setattr(stripe_gateway, "create_checkout_session", process_dies)
     with pytest.raises(SystemExit):
         shop.checkout({"enamel-mug": 1})
@@ -176,3 +180,112 @@ def test_crash_after_the_session_exists_is_recovered_by_resubmitting_the_form(ap
     assert count(app, Order) == 1
     assert_pays_normally(app, shop, order)
 
+
+
+class TwinSubmittedWhileAnswerIsLost(RecordingHTTPClient):
+    """Request A reaches Stripe and is carried out; while its answer is lost, the shopper's
+    twin submission B (the same form) runs to the end; then A's answer never comes."""
+
+    def __init__(self, inner: stripe.HTTPClient, twin) -> None:
+        super().__init__(inner)
+        self.twin = twin
+        self.twin_started = False
+        self.twin_response = None
+
+    def request(self, method, url, headers, post_data=None, *, _usage=None):
+        answer = super().request(method, url, headers, post_data)
+        if not self.twin_started and url.endswith("/v1/checkout/sessions"):
+            self.twin_started = True
+            twin = threading.Thread(target=lambda: setattr(self, "twin_response", self.twin()))  # its own request
+            twin.start()
+            twin.join(timeout=30)
+            raise stripe.APIConnectionError("simulated read timeout after the request was sent", should_retry=False)
+        return answer
+
+
+def test_a_lost_session_answer_does_not_fail_the_order_its_twin_is_paying(app, shop):
+    """Case 5: A marks the order failed only while it is still pending."""
+    fields = shop.form_fields()
+    twin = TwinSubmittedWhileAnswerIsLost(
+        app.extensions["stripe_http_client"], lambda: shop.checkout({"enamel-mug": 1}, fields=fields)
+    )
+    app.extensions["stripe_http_client"] = twin
+    with app.app_context():
+        stock_before = db.session.scalar(select(Product.stock).where(Product.slug == "enamel-mug"))
+
+    first = shop.checkout({"enamel-mug": 1}, fields=fields)
+
+    assert first.status_code == 503  # A: Stripe's answer never came
+    order = latest_order(app)
+    assert twin.twin_response.status_code == 303 and twin.twin_response.headers["Location"] == order.checkout_url
+    assert order.status == "awaiting_payment"
+    with app.app_context():
+        assert db.session.scalar(select(Product.stock).where(Product.slug == "enamel-mug")) == stock_before - 1
+    assert emulator_session_ids(app) == [order.stripe_session_id]
+    assert_pays_normally(app, shop, order)
+    assert get_order(app, order.public_id).review_reason is None
+
+
+def test_a_resubmission_minutes_later_gets_a_valid_session(app, shop, monkeypatch):
+    """Case 7: the first attempt died before reaching Stripe; the form is sent again 10 minutes later."""
+    monkeypatch.setattr(stripe_gateway, "create_checkout_session", process_dies)
+    fields = shop.form_fields()
+    with pytest.raises(SystemExit):
+        shop.checkout({"enamel-mug": 1}, fields=fields)
+    monkeypatch.undo()
+    backdate_orders(app, 10)
+
+    again = shop.checkout({"enamel-mug": 1}, fields=fields)
+
+    assert again.status_code == 303, again.get_data(as_text=True)
+    order = latest_order(app)
+    with app.app_context():
+        expires_at = db.session.scalar(select(CheckoutSession.expires_at).where(CheckoutSession.id == order.stripe_session_id))
+    assert expires_at == int((order.created_at + timedelta(minutes=45)).timestamp())
+    assert_pays_normally(app, shop, order)
+
+
+def test_after_the_window_a_session_made_earlier_is_still_returned(app, shop, monkeypatch):
+    """The session was created but the process died; the form comes back 40 minutes later."""
+    real_create = stripe_gateway.create_checkout_session
+
+    def create_then_die(*args: Any, **kwargs: Any):
+        real_create(*args, **kwargs)
+        raise SystemExit("worker killed")
+
+    recorder = record_stripe_calls(app)
+    monkeypatch.setattr(stripe_gateway, "create_checkout_session", create_then_die)
+    fields = shop.form_fields()
+    with pytest.raises(SystemExit):
+        shop.checkout({"enamel-mug": 1}, fields=fields)
+    [orphan] = emulator_session_ids(app)
+    monkeypatch.setattr(stripe_gateway, "create_checkout_session", real_create)
+    real_time = time.time
+    monkeypatch.setattr(emulator_api, "time", SimpleNamespace(time=lambda: real_time() + 40 * 60))  # Stripe's clock
+
+    assert shop.checkout({"enamel-mug": 1}, fields=fields).status_code == 303
+
+    first, again = recorder.posts_to("/v1/checkout/sessions")
+    assert (first[2]["Idempotency-Key"], first[3]) == (again[2]["Idempotency-Key"], again[3])  # same key, same body
+    assert latest_order(app).stripe_session_id == orphan
+    assert emulator_session_ids(app) == [orphan]
+
+
+def test_after_the_window_without_a_session_the_checkout_is_closed_and_says_so(app, shop, monkeypatch):
+    monkeypatch.setattr(stripe_gateway, "create_checkout_session", process_dies)
+    fields = shop.form_fields()
+    with pytest.raises(SystemExit):
+        shop.checkout({"enamel-mug": 1}, fields=fields)
+    monkeypatch.undo()
+    backdate_orders(app, app.config["STALE_PENDING_MINUTES"] + 1)  # the sweep has not run yet
+    with app.app_context():
+        stock_before = db.session.scalar(select(Product.stock).where(Product.slug == "enamel-mug"))
+
+    late = shop.checkout({"enamel-mug": 1}, fields=fields)
+
+    assert late.status_code == 409
+    assert "took too long to start. Nothing was charged" in late.get_data(as_text=True)
+    assert latest_order(app).status == "failed"
+    assert emulator_session_ids(app) == []
+    with app.app_context():
+        assert db.session.scalar(select(Product.stock).where(Product.slug == "enamel-mug")) == stock_before + 1
