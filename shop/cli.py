@@ -69,6 +69,8 @@ def init_app(app: Flask) -> None:
         report = sync_with_stripe()
         for line in report.outcomes:
             click.echo(line)
+        for line in report.beyond_history:
+            click.echo(line)
         for failure in report.failed:
             click.echo(f"FAILED {failure.event_id} {failure.event_type}: {failure.error}", err=True)
         click.echo(report.summary())

@@ -31,7 +31,7 @@ from .extensions import db
 from .models import EventState, StripeEvent, utcnow
 from .orders import InvalidEvent
 
-__all__ = ["FINAL_STATES", "IngestResult", "InvalidEvent", "ingest", "validate"]
+__all__ = ["FINAL_STATES", "IngestResult", "InvalidEvent", "apply_session_read_back", "ingest", "validate"]
 
 log = logging.getLogger("shop.events")
 
@@ -164,6 +164,23 @@ def _record_failure(event: Mapping[str, Any], exc: Exception) -> None:
     except Exception:
         db.session.rollback()
         log.exception("could not record the failure of event %s", event["id"])
+
+
+def apply_session_read_back(event_type: str, session: Mapping[str, Any]) -> orders.Outcome:
+    """Apply a Checkout Session read from Stripe's API as if its event had arrived. Commits.
+
+    For orders whose events Stripe no longer lists (see `recovery`): there is no event to
+    record, but a payment it reports settles waiting refunds exactly as the event would.
+    """
+    try:
+        outcome = orders.apply_session_event(event_type, session)
+        if outcome.paid_through:
+            _apply_waiting(outcome.paid_through)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return outcome
 
 
 def ingest(event: Mapping[str, Any]) -> IngestResult:

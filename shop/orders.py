@@ -242,7 +242,7 @@ def _take_stock_again(order: Order) -> None:
             for item in sorted(order.items, key=lambda item: item.product_id):
                 _reserve(db.session.get(Product, item.product_id), item.quantity)
     except OutOfStock as exc:
-        _flag_for_review(order, f"paid after its stock was released, and stock ran short: {exc}")
+        flag_for_review(order, f"paid after its stock was released, and stock ran short: {exc}")
 
 
 def record_checkout_session(order: Order, session_id: str, url: str) -> None:
@@ -301,7 +301,8 @@ def expire_stale_pending(older_than: timedelta, now: datetime | None = None) -> 
     return expired
 
 
-def _flag_for_review(order: Order, reason: str) -> Outcome:
+def flag_for_review(order: Order, reason: str) -> Outcome:
+    """Mark the order for an operator to look at, and log why. Its status doesn't change."""
     order_id = order.id
     log.error("order %s needs review: %s", order.public_id, reason)
     db.session.execute(
@@ -353,7 +354,7 @@ def apply_session_event(event_type: str, session: Mapping[str, Any]) -> Outcome:
     if order is None:
         return Outcome("not ours: no order has this checkout session", state=EventState.NOT_OURS)
     if session.get("client_reference_id") != order.public_id:
-        return _flag_for_review(order, f"session {session['id']} names another order")
+        return flag_for_review(order, f"session {session['id']} names another order")
 
     if event_type in (SESSION_COMPLETED, SESSION_ASYNC_SUCCEEDED):
         _require_payment_fields(session)
@@ -370,7 +371,7 @@ def apply_session_event(event_type: str, session: Mapping[str, Any]) -> Outcome:
     if paid_now:
         mismatch = _payment_mismatch(order, session.get("amount_total"), session.get("currency"))
         if mismatch:
-            return _flag_for_review(order, mismatch)
+            return flag_for_review(order, mismatch)
         target, values = S.PAID, {**paid_values, "paid_at": utcnow()}
     elif event_type == SESSION_COMPLETED:
         target, values = S.PROCESSING, paid_values
@@ -411,7 +412,7 @@ def apply_charge_refunded(charge: Mapping[str, Any]) -> Outcome:
         )
     refunded = charge.get("amount_refunded")
     if not isinstance(refunded, int) or isinstance(refunded, bool) or charge.get("currency") != order.currency:
-        return _flag_for_review(order, f"refund of {refunded} {charge.get('currency')} does not fit the order")
+        return flag_for_review(order, f"refund of {refunded} {charge.get('currency')} does not fit the order")
     target = S.REFUNDED if refunded >= order.amount_total else S.PARTIALLY_REFUNDED
     order_id = order.id
     result = db.session.execute(

@@ -117,6 +117,14 @@ class SessionState:
     payment_status: str
 
 
+def retrieve_checkout_session(session_id: str) -> dict[str, Any]:
+    """A Checkout Session as Stripe has it now, as a plain dict."""
+    try:
+        return _client().v1.checkout.sessions.retrieve(session_id).to_dict()
+    except stripe.StripeError as exc:
+        raise PaymentProviderError(str(exc)) from exc
+
+
 def expire_checkout_session(session_id: str) -> SessionState:
     """Expire an open session so it can no longer be paid, and say how it stands afterwards.
 

@@ -7,6 +7,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
@@ -14,11 +16,11 @@ from sqlalchemy import func, select
 
 from shop import stripe_emulator, stripe_gateway
 from shop.extensions import db
-from shop.models import StripeEvent
+from shop.models import Order, StripeEvent
 from shop.recovery import OVERLAP_SECONDS, sync_window_start
-from shop.stripe_emulator.models import Event
+from shop.stripe_emulator.models import CheckoutSession, Event
 from tests.conftest import seeded_app
-from tests.helpers import ShopClient, get_order, pay
+from tests.helpers import ShopClient, event_state, get_order, pay, post_event, record_stripe_calls, refund_event
 from tests.reliability.conftest import run_sync
 
 SESSION_EXPIRED_LATER = 45 * 60 + 60  # a session expires 45 minutes after its order was placed
@@ -172,3 +174,38 @@ def test_lost_refund_of_a_paid_order_is_found_after_later_deliveries(app):
     run_sync(app)
 
     assert statuses(app, [refunded, later]) == ["refunded", "paid"]
+
+
+def test_sync_never_asks_past_stripes_event_history_and_reconciles_older_orders_from_their_sessions(database_url):
+    """Stripe lists 30 days of events: orders older than that are settled from their sessions."""
+    month = 31 * 24 * 3600
+    with seeded_app(database_url, STRIPE_EMULATOR_DROP=1, STRIPE_EMULATOR_EVENT_RETENTION_DAYS=30) as app:
+        shoppers = [ShopClient(app) for _ in range(4)]
+        paid, transfer, abandoned = placed = [shopper.start({"enamel-mug": 1}) for shopper in shoppers[:3]]
+        pay(shoppers[0], paid.checkout_url)
+        pay(shoppers[1], transfer.checkout_url, method="bank_transfer")  # never settles: its events are gone
+        with app.app_context():
+            stripe_gateway.expire_checkout_session(abandoned.stripe_session_id)
+            payment_intent = db.session.scalar(select(CheckoutSession.payment_intent).where(CheckoutSession.id == paid.stripe_session_id))
+            for order in db.session.scalars(select(Order)):
+                order.created_at -= timedelta(seconds=month)
+            for event in db.session.scalars(select(Event)):
+                event.created -= month
+            db.session.commit()
+        refund = refund_event(payment_intent, 2400, 2400)  # delivered, but before its (lost) payment
+        assert post_event(app, refund).status_code == 200
+        recent = shoppers[3].start({"enamel-mug": 1})
+        pay(shoppers[3], recent.checkout_url)
+        stripe_emulator.tick(app)
+        recorder = record_stripe_calls(app)
+
+        output = run_sync(app).output
+
+        [(_, url, _, _)] = [call for call in recorder.requests if "/v1/events" in call[1]]
+        asked_from = int(parse_qs(urlsplit(url).query)["created[gt]"][0])
+        assert asked_from >= time.time() - 30 * 24 * 3600 - 5
+        assert "3 open order(s) older than Stripe's 30-day event history reconciled" in output
+        final = [get_order(app, order.public_id) for order in [*placed, recent]]
+        assert [order.status for order in final] == ["refunded", "processing", "expired", "paid"]
+        assert "delayed payment" in final[1].review_reason and final[0].review_reason is None
+        assert event_state(app, refund["id"])[0] == "applied"
