@@ -68,7 +68,7 @@ def init_app(app: Flask) -> None:
         headers_enabled=False,  # the 429 page sets Retry-After; other answers need no extra Redis call
     )
     limiter.init_app(app)
-    # The extension checks before every request; any but the checkout's has nothing to count.
+    # Every other request skips the limiter entirely: no count, no storage call, never a 429.
     limiter.request_filter(lambda: request.endpoint != CHECKOUT_ENDPOINT)
     app.extensions["shop_limiter"] = limiter
     _route_logs_to_the_shops_handler(logging.getLogger("flask-limiter"))

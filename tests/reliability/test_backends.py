@@ -1,4 +1,4 @@
-"""The suite runs on both databases: an unreachable PostgreSQL skips locally, fails under CI."""
+"""The suite runs on both databases and Redis: an unreachable server skips locally, fails under CI."""
 from __future__ import annotations
 
 import os
@@ -12,11 +12,15 @@ UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/postgres"
 PROBE = "import pytest\n\n@pytest.mark.postgres_only\ndef test_probe(app):\n    pass\n"
 
 
-def run_probe(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess:
-    """Run a one-test file with the suite's fixtures against an unreachable PostgreSQL."""
-    (tmp_path / "test_probe.py").write_text(PROBE)
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/15"
+REDIS_PROBE = "def test_probe(redis_url):\n    pass\n"
+
+
+def run_probe(tmp_path: Path, ci: str | None, probe: str = PROBE) -> subprocess.CompletedProcess:
+    """Run a one-test file with the suite's fixtures against an unreachable PostgreSQL and Redis."""
+    (tmp_path / "test_probe.py").write_text(probe)
     env = {key: value for key, value in os.environ.items() if key != "CI"}
-    env.update(TEST_DATABASE_URL=UNREACHABLE, **({"CI": ci} if ci is not None else {}))
+    env.update(TEST_DATABASE_URL=UNREACHABLE, TEST_REDIS_URL=UNREACHABLE_REDIS, **({"CI": ci} if ci is not None else {}))
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider", "-rA", "-q",
          str(tmp_path / "test_probe.py")],
@@ -36,3 +40,17 @@ def test_unreachable_postgres_fails_under_ci(tmp_path):
     assert result.returncode != 0, result.stdout
     assert "1 error" in result.stdout
     assert "PostgreSQL is not reachable" in result.stdout
+
+
+def test_unreachable_redis_skips_with_instructions_outside_ci(tmp_path):
+    result = run_probe(tmp_path, ci=None, probe=REDIS_PROBE)
+    assert result.returncode == 0, result.stdout
+    assert "1 skipped" in result.stdout
+    assert "Redis is not reachable" in result.stdout and "TEST_REDIS_URL" in result.stdout
+
+
+def test_unreachable_redis_fails_under_ci(tmp_path):
+    result = run_probe(tmp_path, ci="true", probe=REDIS_PROBE)
+    assert result.returncode != 0, result.stdout
+    assert "1 error" in result.stdout
+    assert "Redis is not reachable" in result.stdout
