@@ -97,8 +97,10 @@ def _route_logs_to_the_shops_handler(logger: logging.Logger) -> None:
 def retry_after_seconds(error: RateLimitExceeded) -> int:
     """Whole seconds until the breached limit lets this client start a checkout again."""
     limiter: Limiter = current_app.extensions["shop_limiter"]
+    window = int(error.limit.limit.get_expiry())
     try:
         reset_at = limiter.current_limit.reset_at  # type: ignore[union-attr]
-        return max(1, math.ceil(reset_at - time.time()))
     except Exception:  # storage gone mid-request: the whole window is a safe upper bound
-        return int(error.limit.limit.get_expiry())
+        return window
+    # Flask-Limiter rounds the reset time up by a second; never ask for more than the window.
+    return min(window, max(1, math.ceil(reset_at - time.time())))
