@@ -1,6 +1,6 @@
 """Bounded reservations: how much unpaid stock one client may hold.
 
-Starting a checkout reserves stock for 30 minutes, so without a bound one script could
+Starting a checkout reserves stock until its session expires, so without a bound one script could
 hold the whole catalogue and show every shopper "sold out". Two bounds apply:
 
 - One browser holds one open checkout: starting a new one asks Stripe to expire the
@@ -81,7 +81,7 @@ def expire_earlier_checkouts(order: Order) -> None:
     """Keep one open checkout per browser: ask Stripe to expire the browser's earlier sessions.
 
     The claim is committed before Stripe is called. If Stripe can't be reached, the session
-    still expires on its own (after 30 minutes).
+    still expires on its own, at its `expires_at`.
     """
     session_ids = orders.supersede_earlier_checkouts(order)
     db.session.commit()
