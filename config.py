@@ -86,6 +86,8 @@ class Config:
     # Rate limits on starting a checkout (README "Deploying"), in Flask-Limiter's notation;
     # counted in Redis when REDIS_URL is set, else in each process's memory.
     REDIS_URL = os.environ.get("REDIS_URL") or None
+    # Prefix of the limiter's keys, so several apps can share one Redis.
+    RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX") or "shop"
     RATELIMIT_ENABLED = True
     CHECKOUT_LIMIT_PER_IP = os.environ.get("CHECKOUT_LIMIT_PER_IP") or "10 per minute; 30 per hour"
     CHECKOUT_LIMIT_PER_BROWSER = os.environ.get("CHECKOUT_LIMIT_PER_BROWSER") or "5 per minute; 15 per hour"

@@ -62,7 +62,7 @@ def init_app(app: Flask) -> None:
         storage_uri=redis_url or "memory://",
         storage_options=_redis_options(redis_url) if redis_url else {},
         strategy="moving-window",
-        key_prefix="shop",
+        key_prefix=config["RATELIMIT_KEY_PREFIX"],
         in_memory_fallback_enabled=True,  # Redis down: count per worker, don't refuse shoppers
         swallow_errors=True,  # and if even that fails, let the checkout through (logged)
         headers_enabled=False,  # the 429 page sets Retry-After; other answers need no extra Redis call

@@ -28,7 +28,7 @@ from shop.extensions import db
 from tests.helpers import ShopClient
 
 PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-# A Redis database the suite may empty at will (the rate limit tests count checkouts there).
+# A Redis database where the rate limit tests count checkouts, each test under its own key prefix.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
@@ -110,14 +110,14 @@ def postgres_database() -> Iterator[str]:
 
 @pytest.fixture
 def redis_url() -> str:
-    """TEST_REDIS_URL, emptied. Skips (fails under CI) when the server can't be reached."""
+    """TEST_REDIS_URL. Skips (fails under CI) when the server can't be reached."""
     client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=3)
     try:
-        client.flushdb()
+        client.ping()
     except redis.RedisError as exc:
         message = (
             f"Redis is not reachable at {TEST_REDIS_URL} ({exc}). "
-            "Start it, or point TEST_REDIS_URL at a Redis database the tests may empty."
+            "Start it, or point TEST_REDIS_URL at a Redis database the tests may write to."
         )
         if IN_CI:
             pytest.fail(message)
@@ -125,6 +125,21 @@ def redis_url() -> str:
     finally:
         client.close()
     return TEST_REDIS_URL
+
+
+@pytest.fixture
+def redis_key_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own (RATELIMIT_KEY_PREFIX), so runs sharing the server never
+    count each other's requests; its keys are deleted afterwards."""
+    prefix = f"shop-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(f"*{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture

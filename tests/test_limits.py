@@ -30,9 +30,13 @@ from tests.helpers import CSRF_FIELD, TOKEN_FIELD, ShopClient, get_order, pay, p
 from tests.processes import REPO_ROOT, VENV_BIN, app_env, free_port, procfile, wait_until_serving
 
 
-def limited_app(database_url: str, redis_url: str | None, **overrides) -> AbstractContextManager[Flask]:
+def limited_app(
+    database_url: str, redis_url: str | None, key_prefix: str = "shop", **overrides
+) -> AbstractContextManager[Flask]:
     """The shop with its production limits on, counting in Redis (or memory without a URL)."""
-    return seeded_app(database_url, RATELIMIT_ENABLED=True, REDIS_URL=redis_url, **overrides)
+    return seeded_app(
+        database_url, RATELIMIT_ENABLED=True, REDIS_URL=redis_url, RATELIMIT_KEY_PREFIX=key_prefix, **overrides
+    )
 
 
 MAX_CART = {"field-notebook": 10, "enamel-mug": 10, "canvas-tote": 10}
@@ -65,9 +69,11 @@ def test_the_default_limits_let_a_shopper_retry_and_stop_a_burst() -> None:
 
 
 def test_twenty_rapid_max_carts_from_one_ip_are_stopped_and_an_honest_shopper_still_buys(
-    database_url: str, redis_url: str
+    database_url: str, redis_url: str, redis_key_prefix: str
 ) -> None:
-    with limited_app(database_url, redis_url, CHECKOUT_STOCK_SHARE=Config.CHECKOUT_STOCK_SHARE) as app:
+    with limited_app(
+        database_url, redis_url, redis_key_prefix, CHECKOUT_STOCK_SHARE=Config.CHECKOUT_STOCK_SHARE
+    ) as app:
         answers = [Browser(app, "203.0.113.66").checkout(MAX_CART) for _ in range(20)]  # a fresh cookie each
 
         codes = [answer.status_code for answer in answers]
@@ -89,8 +95,10 @@ def test_twenty_rapid_max_carts_from_one_ip_are_stopped_and_an_honest_shopper_st
         assert get_order(app, order.public_id).status == "paid"
 
 
-def test_one_browser_is_limited_even_when_its_address_changes(database_url: str, redis_url: str) -> None:
-    with limited_app(database_url, redis_url) as app:
+def test_one_browser_is_limited_even_when_its_address_changes(
+    database_url: str, redis_url: str, redis_key_prefix: str
+) -> None:
+    with limited_app(database_url, redis_url, redis_key_prefix) as app:
         browser = ShopClient(app)
         codes = []
         for n in range(6):
@@ -102,9 +110,11 @@ def test_one_browser_is_limited_even_when_its_address_changes(database_url: str,
         assert Browser(app, "192.0.2.6").checkout({"enamel-mug": 1}).status_code == 303
 
 
-def test_a_limited_address_still_gets_its_status_polls_and_stripe_its_webhooks(database_url: str, redis_url: str) -> None:
+def test_a_limited_address_still_gets_its_status_polls_and_stripe_its_webhooks(
+    database_url: str, redis_url: str, redis_key_prefix: str
+) -> None:
     address = "203.0.113.5"
-    with limited_app(database_url, redis_url) as app:
+    with limited_app(database_url, redis_url, redis_key_prefix) as app:
         shopper = Browser(app, address)
         order = shopper.start({"canvas-tote": 1})
         codes = [Browser(app, address).checkout({"enamel-mug": 1}).status_code for _ in range(10)]
@@ -174,7 +184,9 @@ def post_checkout(base: str, address: str, opener: urllib.request.OpenerDirector
         return error.code
 
 
-def test_two_gunicorn_workers_share_one_count_in_redis(sqlite_template: str, redis_url: str, tmp_path: Path) -> None:
+def test_two_gunicorn_workers_share_one_count_in_redis(
+    sqlite_template: str, redis_url: str, redis_key_prefix: str, tmp_path: Path
+) -> None:
     database = tmp_path / "shop.sqlite"
     shutil.copy(sqlite_template, database)
     port = free_port()
@@ -184,6 +196,7 @@ def test_two_gunicorn_workers_share_one_count_in_redis(sqlite_template: str, red
         DATABASE_URL=f"sqlite:///{database}",
         SECRET_KEY="limits-test-" + "x" * 32,
         REDIS_URL=redis_url,
+        RATELIMIT_KEY_PREFIX=redis_key_prefix,
         CHECKOUT_LIMIT_PER_IP="4 per minute",
         STRIPE_EMULATOR_URL=f"{base}/_stripe",
         STRIPE_EMULATOR_WORKER="0",
