@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import stripe
 from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
@@ -20,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from shop import orders, stripe_emulator, stripe_gateway
 from shop.extensions import db
 from shop.models import Order, StripeEvent
+from shop.stripe_emulator import core, foreign
 from shop.stripe_emulator.models import Charge, CheckoutSession, Delivery, Event
 from tests.conftest import seeded_app
 from tests.emulator.conftest import sdk_client
@@ -136,6 +138,64 @@ def test_a_declined_card_then_a_good_one_and_a_cancelled_checkout(hostile_app):
     assert get_order(app, left.public_id).status == "cancelled"
     assert count(app, Order) == 2
     assert undelivered(app, own_event_ids(app)) == []
+
+
+def test_other_integrations_events_are_answered_2xx_and_change_no_order(hostile_app):
+    app = hostile_app
+    shoppers = [ShopClient(app) for _ in range(3)]
+    paid, left, _untouched = orders_ = [s.start({"canvas-tote": 1}) for s in shoppers]
+    pay(shoppers[0], paid.checkout_url)
+    shoppers[1].http.get(f"/checkout/cancel?order={left.public_id}")
+    stripe_emulator.tick(app)
+    before = orders_snapshot(app)
+
+    settings = app.extensions["stripe_emulator"].settings
+    with app.app_context():  # every kind of their traffic, at every API version, nothing of ours
+        for version in (*foreign.OLDER_API_VERSIONS, stripe.api_version):
+            for story in foreign.STORIES.values():
+                for kind, obj, _ in story(time.time()):
+                    core.emit(settings, kind, obj, time.time(), api_version=version)
+        db.session.commit()
+    stripe_emulator.tick(app)
+
+    theirs = foreign_event_ids(app)
+    assert len(theirs) >= 4 * len(foreign.STORIES)
+    assert undelivered(app, theirs) == []  # each answered 2xx: Stripe won't retry it for 3 days
+    assert orders_snapshot(app) == before
+    assert [get_order(app, o.public_id).status for o in orders_] == ["paid", "cancelled", "awaiting_payment"]
+    with app.app_context():
+        linked = db.session.scalars(
+            select(StripeEvent.id).where(StripeEvent.id.in_(theirs), StripeEvent.order_id.is_not(None))
+        ).all()
+    assert linked == []  # and none was taken for an event about one of our orders
+
+
+def test_a_refund_delivered_before_its_payment_is_not_lost(hostile_app, monkeypatch):
+    """The payment's first delivery fails, so its retry is an hour away; the refund comes first."""
+    app = hostile_app
+    shop = ShopClient(app)
+    order = shop.start({"field-notebook": 2})
+    pay(shop, order.checkout_url)
+    fail_deliveries_of(monkeypatch, app, orders.SESSION_COMPLETED)
+    started = time.time()
+    stripe_emulator.tick(app, now=started)
+    assert get_order(app, order.public_id).status == "awaiting_payment"
+    monkeypatch.undo()
+
+    # Refunded from Stripe's dashboard (the shop doesn't know the payment yet).
+    with app.app_context():
+        payment_intent = db.session.scalar(
+            select(CheckoutSession.payment_intent).where(CheckoutSession.id == order.stripe_session_id)
+        )
+    order.payment_intent_id = payment_intent
+    with app.app_context():
+        stripe_gateway.refund_remaining(order)
+    stripe_emulator.tick(app, now=started + 60)  # the refund arrives first
+    stripe_emulator.tick(app, now=started + HOUR + 60)  # then the payment's retry
+
+    final = get_order(app, order.public_id)
+    assert final.status == "refunded"
+    assert final.amount_refunded == final.amount_total
 
 
 def test_a_failed_delivery_is_retried_hours_later_so_sync_applies_it(hostile_app, monkeypatch):
