@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -36,6 +36,8 @@ from shop import filters  # noqa: E402  (the template's money and date filters)
 
 ORDERS_SHOWN = 20
 PRODUCT_CACHE_SECONDS = 2.0
+CHECKOUT_SESSION_MINUTES = 30
+MAX_PER_ORDER = 10
 PAID_STATES = ("paid", "partially_refunded", "refunded")
 
 PRODUCTS = (
@@ -44,7 +46,7 @@ PRODUCTS = (
 )
 ORDERS_WITH_ITEMS = (
     "SELECT o.id, o.public_id, o.status, o.currency, o.amount_total, o.amount_refunded, o.created_at, o.paid_at,"
-    " i.product_name, i.quantity, i.unit_amount"
+    " o.checkout_url, i.product_name, i.quantity, i.unit_amount"
     " FROM orders o JOIN order_items i ON i.order_id = o.id"
     " WHERE o.id IN (SELECT id FROM orders WHERE shopper_id = %s ORDER BY created_at DESC, id DESC LIMIT %s)"
     " ORDER BY o.created_at DESC, o.id DESC, i.id"
@@ -90,6 +92,7 @@ class Order:
     created_at: datetime
     paid_at: datetime | None
     items: list[Line] = field(default_factory=list)
+    resume_url: str | None = None
 
 
 _local = threading.local()
@@ -113,12 +116,14 @@ def products() -> list[Product]:
 
 
 def orders_of(shopper_id: str) -> list[Order]:
+    payable_since = datetime.now(UTC) - timedelta(minutes=CHECKOUT_SESSION_MINUTES)
     orders: dict[int, Order] = {}
     for row in connection().execute(ORDERS_WITH_ITEMS, (shopper_id, ORDERS_SHOWN)):
         order = orders.get(row[0])
         if order is None:
-            order = orders[row[0]] = Order(*row[1:8])
-        order.items.append(Line(*row[8:]))
+            payable = row[2] == "awaiting_payment" and row[6] > payable_since
+            order = orders[row[0]] = Order(*row[1:8], resume_url=row[8] if payable else None)
+        order.items.append(Line(*row[9:]))
     return list(orders.values())
 
 
@@ -133,8 +138,8 @@ def index():
         shopper_id = session["shopper_id"] = secrets.token_urlsafe(24)
         session.permanent = True
     response = make_response(render_template(
-        "index.html", products=products(), orders=orders_of(shopper_id), currency="usd",
-        checkout_token=secrets.token_urlsafe(24),
+        "index.html", products=products(), orders=orders_of(shopper_id), currency="usd", locale="en-US",
+        max_per_order=MAX_PER_ORDER, checkout_token=secrets.token_urlsafe(24),
     ))
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -158,7 +163,8 @@ def status(public_id: str):
 
 def create_app() -> Flask:
     app = Flask(__name__, template_folder=str(ROOT / "shop" / "templates"), static_folder=str(ROOT / "shop" / "static"))
-    app.config.update(SECRET_KEY=os.environ["SECRET_KEY"], WTF_CSRF_TIME_LIMIT=None, SESSION_REFRESH_EACH_REQUEST=False)
+    app.config.update(SECRET_KEY=os.environ["SECRET_KEY"], WTF_CSRF_TIME_LIMIT=None, SESSION_REFRESH_EACH_REQUEST=False,
+                      SHOP_LOCALE="en_US")
     CSRFProtect(app)
     filters.init_app(app)
     app.register_blueprint(catalog)

@@ -602,6 +602,8 @@ class Runner:
             share = worker_share(load, server)
             log(f"{name:<22} {load.rate:8,.0f} req/s  p50 {load.p50_ms:6.1f} ms  p99 {load.p99_ms:6.1f} ms"
                 f"  errors {load.errors}  least busy worker {share:.0%}")
+            if not load.requests:
+                self.errors.append(f"{name}: no request finished within {seconds:g} s; raise --duration")
             if load.errors:
                 self.errors.append(f"{name}: {load.errors} errors "
                                    f"({json.dumps({k: v for k, v in load.raw.items() if k != 'wrk_output'})})")
@@ -614,6 +616,20 @@ class Runner:
 
     def rates(self, name: str) -> list[float]:
         return [load.rate for load in self.series.get(name, [])]
+
+
+ONE_TIME_VALUES = re.compile(r'(name="(?:csrf_token|checkout_token)" value=")[^"]+"')
+
+
+def same_answers(servers: dict[str, Server], cookie: str, status_path: str) -> None:
+    """The floors must answer exactly what the shop answers, or the ratios compare different work."""
+    for path in ("/", status_path):
+        shop, floor = (requests.get(servers[name].base + path, headers={"Cookie": f"session={cookie}"}, timeout=30)
+                       for name in ("shop", "floor"))
+        shop_body, floor_body = (ONE_TIME_VALUES.sub(r'\1"', answer.text) for answer in (shop, floor))
+        if (shop.status_code, shop_body) != (floor.status_code, floor_body):
+            raise BenchError(f"the floor's answer to {path} differs from the shop's ({floor.status_code} vs "
+                             f"{shop.status_code}): bench/floors.py must do the same work as the shop")
 
 
 def micro_round_trips(requests_each: int) -> dict[str, Any]:
@@ -769,6 +785,7 @@ def main() -> int:
         status_order = browser_orders[0][0]
         cookie = f"Cookie: session={browser.cookie}"
         log(f"browser has 5 orders (2 paid); the status loads poll {status_order}")
+        same_answers(servers, browser.cookie, f"/orders/{status_order}/status")
 
         # ---- webhook ingestion: unique signed events, each paying its own order
         n_events = max(3000, int(opts.duration * 2500))
