@@ -29,7 +29,7 @@ def read_rows(statement: Executable, parameters: Mapping[str, Any] | None = None
     if engine.dialect.name != "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             return connection.execute(statement, parameters).all()
-    compiled = _compiled(statement)
+    compiled = compiled_for_postgresql(statement)
     with engine.connect() as connection:
         driver = connection.connection.driver_connection
         driver.autocommit = True
@@ -43,8 +43,8 @@ def read_rows(statement: Executable, parameters: Mapping[str, Any] | None = None
 _COMPILED: dict[int, tuple[Executable, Compiled]] = {}
 
 
-def _compiled(statement: Executable) -> Compiled:
-    """The statement compiled for PostgreSQL, once per statement (they are built at import)."""
+def compiled_for_postgresql(statement: Executable) -> Compiled:
+    """The statement compiled for PostgreSQL, once per statement (statements built at import)."""
     cached = _COMPILED.get(id(statement))
     if cached is None or cached[0] is not statement:
         cached = _COMPILED[id(statement)] = (statement, statement.compile(dialect=db.engine.dialect))

@@ -214,3 +214,64 @@ def stripe_sdk(app: Flask) -> stripe.StripeClient:
         base_addresses={"api": app.config["STRIPE_API_BASE"]},
         http_client=app.extensions["stripe_http_client"],
     )
+
+
+class WireTrace:
+    """What the app's PostgreSQL connections send and receive, from libpq's protocol trace.
+
+    A round trip ends with the server's ReadyForQuery; a Parse is a statement parsed again.
+    Connections opened before `start()` are closed, so every one the app uses is traced.
+    """
+
+    def __init__(self, app: Flask, path: str) -> None:
+        self.app, self.path, self.fd = app, path, None
+
+    def _trace(self, dbapi_connection: Any, _record: Any) -> None:
+        from psycopg import pq
+
+        dbapi_connection.pgconn.trace(self.fd)
+        dbapi_connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+
+    def __enter__(self) -> WireTrace:
+        import os
+
+        from sqlalchemy import event
+
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        with self.app.app_context():
+            db.engine.dispose()
+            event.listen(db.engine, "connect", self._trace)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import os
+
+        from sqlalchemy import event
+
+        with self.app.app_context():
+            event.remove(db.engine, "connect", self._trace)
+            db.engine.dispose()
+        os.close(self.fd)
+
+    def traffic(self, action: Any) -> tuple[int, int]:
+        """Round trips and Parse messages while `action()` runs."""
+        with open(self.path, "rb") as trace:
+            start = trace.seek(0, 2)
+        action()
+        with open(self.path, "rb") as trace:
+            trace.seek(start)
+            sent = trace.read()
+        return sent.count(b"\tReadyForQuery\t"), sent.count(b"\tParse\t")
+
+
+def patch_order_handler(monkeypatch: Any, name: str, replacement: Any) -> None:
+    """Replace a handler in `shop.orders` (to inject a fault) for every event.
+
+    The webhook's fast path (`shop.paid_sessions`) pays the common case without calling the
+    handlers, so it steps aside here and every event meets the replacement. Its own faults
+    are tested in test_webhook.py.
+    """
+    from shop import orders, paid_sessions
+
+    monkeypatch.setattr(orders, name, replacement)
+    monkeypatch.setattr(paid_sessions, "try_paying", lambda event: None)

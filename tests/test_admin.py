@@ -12,7 +12,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, select, text, update
 
-from shop import orders
 from shop.extensions import db
 from shop.models import Order, OrderItem, Product, StripeEvent
 from shop.orders import new_public_id
@@ -21,6 +20,7 @@ from tests.helpers import (
     CSRF_FIELD,
     ShopClient,
     get_order,
+    patch_order_handler,
     pay,
     post_event,
     record_stripe_calls,
@@ -381,7 +381,7 @@ def test_failed_and_waiting_events_are_listed_and_a_retry_applies_them(operator,
     payment = session_event(order, "checkout.session.completed", payment_intent="pi_paid_twice_over")
     refund = refund_event("pi_paid_twice_over", 2400, 2400)
     admin_app.config["PROPAGATE_EXCEPTIONS"] = False
-    monkeypatch.setattr(orders, "apply_session_event", lambda *args: 1 / 0)
+    patch_order_handler(monkeypatch, "apply_session_event", lambda *args: 1 / 0)
     assert post_event(admin_app, payment).status_code == 500
     assert post_event(admin_app, refund).status_code == 200  # waits for the payment
 
@@ -407,7 +407,7 @@ def test_failed_and_waiting_events_are_listed_and_a_retry_applies_them(operator,
 def test_sync_flashes_each_failed_event(operator, admin_app, shop, monkeypatch) -> None:
     order = shop.start({"enamel-mug": 2})
     pay(shop, order.checkout_url)  # the webhook never arrives (no tick)
-    monkeypatch.setattr(orders, "apply_session_event", lambda *args: 1 / 0)
+    patch_order_handler(monkeypatch, "apply_session_event", lambda *args: 1 / 0)
 
     operator.post_form("/admin/sync")
 

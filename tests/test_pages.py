@@ -1,14 +1,21 @@
 """Success, cancel and status: they show how an order stands and never change it."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from shop import stripe_emulator
 from shop.money import format_money
 from tests.conftest import seeded_app
-from tests.helpers import ShopClient, get_order, pay, post_event, record_stripe_calls, session_event, snapshot
+from tests.helpers import (
+    ShopClient,
+    WireTrace,
+    get_order,
+    pay,
+    post_event,
+    record_stripe_calls,
+    session_event,
+    snapshot,
+)
 
 
 @pytest.fixture
@@ -187,43 +194,24 @@ def test_cancel_that_stripe_cannot_confirm_does_not_claim_a_cancellation(app, sh
 @pytest.mark.postgres_only
 def test_home_page_and_status_poll_each_take_one_database_round_trip(app, shop, tmp_path):
     """What goes over the wire, from libpq's own protocol trace: no BEGIN, no ROLLBACK, no re-parse."""
-    from psycopg import pq
-    from sqlalchemy import event
-
-    from shop.extensions import db
-
     order = shop.start({"enamel-mug": 2, "canvas-tote": 1})
     app.config["PRODUCT_CACHE_SECONDS"] = 60  # as in production, the cards are re-read now and then, not per view
     shop.http.get("/")
-    trace_path = tmp_path / "libpq.trace"
-    fd = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    status = f"/orders/{order.public_id}/status"
 
-    def trace(dbapi_connection, _record) -> None:
-        dbapi_connection.pgconn.trace(fd)
-        dbapi_connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+    def views(path: str, times: int):
+        def run() -> None:
+            for _ in range(times):
+                assert shop.http.get(path).status_code == 200
 
-    with app.app_context():
-        db.engine.dispose()  # every connection from now on is traced
-        event.listen(db.engine, "connect", trace)
+        return run
 
-    def wire_traffic(path: str, times: int) -> tuple[int, int]:
-        start = trace_path.stat().st_size
-        for _ in range(times):
-            assert shop.http.get(path).status_code == 200
-        sent = trace_path.read_bytes()[start:]
-        return sent.count(b"\tReadyForQuery\t"), sent.count(b"\tParse\t")
+    with WireTrace(app, str(tmp_path / "libpq.trace")) as wire:
+        wire.traffic(views("/", 6))  # psycopg prepares a statement on its fifth run
+        assert wire.traffic(views("/", 10)) == (10, 0)
+        wire.traffic(views(status, 6))
+        assert wire.traffic(views(status, 10)) == (10, 0)
 
-    try:
-        wire_traffic("/", 6)  # psycopg prepares a statement on its fifth run
-        assert wire_traffic("/", 10) == (10, 0)
-        status = f"/orders/{order.public_id}/status"
-        wire_traffic(status, 6)
-        assert wire_traffic(status, 10) == (10, 0)
-    finally:
-        with app.app_context():
-            event.remove(db.engine, "connect", trace)
-            db.engine.dispose()
-        os.close(fd)
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,21 @@ import json
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 
 from shop.extensions import db
 from shop.models import StripeEvent
-from tests.helpers import count, get_order, post_event, session_event, sign, snapshot, webhook_secret
+from tests.helpers import (
+    ShopClient,
+    WireTrace,
+    count,
+    get_order,
+    post_event,
+    session_event,
+    sign,
+    snapshot,
+    webhook_secret,
+)
 
 
 @pytest.fixture
@@ -120,6 +130,7 @@ def test_processing_error_answers_500_and_leaves_the_event_for_a_retry(app, orde
         raise RuntimeError("database went away")
 
     monkeypatch.setattr("shop.orders.apply_session_event", broken)
+    monkeypatch.setattr("shop.paid_sessions.LOCK_PAYMENT", text("SELECT 1/0"))  # and the fast path's database fails
     app.config["PROPAGATE_EXCEPTIONS"] = False  # answer as production would, not raise into the test
     response = post_event(app, event)
     assert response.status_code == 500
@@ -134,6 +145,32 @@ def test_processing_error_answers_500_and_leaves_the_event_for_a_retry(app, orde
     assert retry.status_code == 200
     assert status_of(app, order) == "paid"
     assert event_row(app, event["id"]) == ("checkout.session.completed", True, "order paid")
+
+
+@pytest.mark.postgres_only
+def test_paid_completion_takes_two_database_round_trips(app, order, tmp_path):
+    """The common case goes over the wire as one pipelined batch and a COMMIT (libpq's own trace)."""
+    with WireTrace(app, str(tmp_path / "libpq.trace")) as wire:
+        for _ in range(6):  # psycopg prepares a statement on its fifth run
+            other = ShopClient(app).start({"enamel-mug": 1})
+            wire.traffic(lambda other=other: post_event(app, session_event(other, "checkout.session.completed")))
+        round_trips, _ = wire.traffic(lambda: post_event(app, session_event(order, "checkout.session.completed")))
+    assert round_trips == 2
+    assert status_of(app, order) == "paid"
+
+
+@pytest.mark.postgres_only
+def test_database_failure_in_the_fast_path_leaves_the_event_to_the_general_intake(app, order, monkeypatch):
+    """The connection dies in the middle of the fast path's batch: nothing half-done, the event applied once."""
+    monkeypatch.setattr("shop.paid_sessions.LOCK_PAYMENT", select(func.pg_terminate_backend(func.pg_backend_pid())))
+    event = session_event(order, "checkout.session.completed")
+    response = post_event(app, event)
+    assert response.status_code == 200 and response.json["duplicate"] is False
+    assert status_of(app, order) == "paid"
+    assert event_row(app, event["id"]) == ("checkout.session.completed", True, "order paid")
+    assert count(app, StripeEvent) == 1
+    monkeypatch.undo()
+    assert post_event(app, event).json["duplicate"] is True
 
 
 def test_without_a_secret_nothing_is_processed(app, order):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from shop import orders, recovery, stripe_gateway
+from shop import orders, paid_sessions, recovery, stripe_gateway
 from shop.extensions import db
 from shop.models import Order, StripeEvent
 from tests.helpers import ShopClient, get_order, post_event, refund_event, session_event
@@ -70,6 +70,18 @@ class FlakyHandlers:
         self.armed = False
         for name in ("apply_session_event", "apply_charge_refunded"):
             patch.setattr(orders, name, self._wrap(getattr(orders, name)))
+        patch.setattr(paid_sessions, "try_paying", self._wrap_fast_path(paid_sessions.try_paying))
+
+    def _wrap_fast_path(self, real: Any) -> Any:
+        """A failure in the fast path changes nothing and hands the event to the general intake
+        (test_webhook.py proves it): the faults are injected there, in the handlers above."""
+
+        def try_paying(event: dict[str, Any]) -> str | None:
+            if self.armed or event["data"]["object"].get("metadata", {}).get("poison"):
+                return None
+            return real(event)
+
+        return try_paying
 
     def _wrap(self, real: Any) -> Any:
         def handler(*args: Any) -> orders.Outcome:

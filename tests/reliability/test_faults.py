@@ -24,6 +24,7 @@ from tests.helpers import (
     count,
     get_order,
     latest_order,
+    patch_order_handler,
     pay,
     record_stripe_calls,
 )
@@ -106,7 +107,7 @@ def test_database_failure_mid_webhook_is_retried_by_stripe_and_applied_once(app,
         real_apply(*args, **kwargs)
         raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
 
-    monkeypatch.setattr(orders, "apply_session_event", apply_then_lose_the_database)
+    patch_order_handler(monkeypatch, "apply_session_event", apply_then_lose_the_database)
     app.config["PROPAGATE_EXCEPTIONS"] = False
     pay(shop, order.checkout_url)
     stripe_emulator.tick(app)
@@ -119,7 +120,7 @@ def test_database_failure_mid_webhook_is_retried_by_stripe_and_applied_once(app,
         [delivery] = db.session.scalars(select(Delivery)).all()
         assert (delivery.status, delivery.last_status) == ("pending", 500)
 
-    monkeypatch.setattr(orders, "apply_session_event", real_apply)
+    patch_order_handler(monkeypatch, "apply_session_event", real_apply)
     assert stripe_emulator.tick(app, now=time.time() + 5) == 1  # Stripe's retry, after its backoff
 
     assert get_order(app, order.public_id).status == "paid"

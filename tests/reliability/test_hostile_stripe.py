@@ -25,7 +25,7 @@ from shop.stripe_emulator import core, foreign
 from shop.stripe_emulator.models import Charge, CheckoutSession, Delivery, Event
 from tests.conftest import seeded_app
 from tests.emulator.conftest import sdk_client
-from tests.helpers import ShopClient, count, get_order, pay
+from tests.helpers import ShopClient, count, get_order, patch_order_handler, pay
 from tests.reliability.conftest import run_sync
 
 HOUR = 3600
@@ -91,7 +91,7 @@ def fail_deliveries_of(monkeypatch: pytest.MonkeyPatch, app: Flask, event_type: 
             raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
         return outcome
 
-    monkeypatch.setattr(orders, "apply_session_event", apply_then_fail)
+    patch_order_handler(monkeypatch, "apply_session_event", apply_then_fail)
     app.config["PROPAGATE_EXCEPTIONS"] = False
 
 

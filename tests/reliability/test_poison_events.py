@@ -9,7 +9,7 @@ from shop import orders, stripe_emulator
 from shop.extensions import db
 from shop.models import StripeEvent
 from tests.conftest import seeded_app
-from tests.helpers import ShopClient, event_state, get_order, pay, post_event, session_event
+from tests.helpers import ShopClient, event_state, get_order, patch_order_handler, pay, post_event, session_event
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def poison(monkeypatch: pytest.MonkeyPatch, session_id: str) -> None:
             raise ValueError(f"cannot handle {session_id}")
         return real(event_type, session)
 
-    monkeypatch.setattr(orders, "apply_session_event", failing)
+    patch_order_handler(monkeypatch, "apply_session_event", failing)
 
 
 def failed_events(app) -> list[tuple[str, str | None, int]]:
