@@ -400,6 +400,8 @@ def test_failed_and_waiting_events_are_listed_and_a_retry_applies_them(operator,
     assert "order paid" in after and "No Stripe event has failed, and none is waiting." in after
     assert "Events needing attention (0)" in after
     assert get_order(admin_app, order.public_id).status == "refunded"
+    detail = operator.get(f"/admin/orders/{order.public_id}").get_data(as_text=True)
+    assert detail.count("<td>applied, ") == 2  # the payment, and the refund that waited for it
     assert operator.post_form(f"/admin/events/{payment['id']}/retry").status_code == 404  # final now
     assert operator.post_form("/admin/events/evt_unknown/retry").status_code == 404
 
