@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -143,7 +143,9 @@ def _apply_waiting(payment_intent: str) -> None:
 def _record_failure(event: Mapping[str, Any], exc: Exception) -> None:
     """In a transaction of its own: the event failed, with why, and what is needed to retry it.
 
-    An event another delivery has meanwhile finished keeps its final state.
+    An event another delivery has meanwhile finished keeps its final state, and one already
+    waiting for its payment stays waiting: the failed attempt changed nothing, and the payment
+    must still find it (`_apply_waiting`).
     """
     error = f"{type(exc).__name__}: {exc}"[:500]
     payload = json.dumps(event)
@@ -156,7 +158,14 @@ def _record_failure(event: Mapping[str, Any], exc: Exception) -> None:
             )
             .on_conflict_do_update(
                 index_elements=["id"],
-                set_={"state": EventState.FAILED, "error": error, "payload": payload, "failures": StripeEvent.failures + 1},
+                set_={
+                    "state": case(
+                        (StripeEvent.state == EventState.WAITING, EventState.WAITING), else_=EventState.FAILED
+                    ),
+                    "error": error,
+                    "payload": payload,
+                    "failures": StripeEvent.failures + 1,
+                },
                 where=StripeEvent.state.not_in(FINAL_STATES),
             )
         )

@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from shop import orders
 from tests.helpers import event_state, get_order, post_event, refund_event, session_event, snapshot
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "stripe" / "fixtures3.json"
@@ -89,6 +91,27 @@ def test_a_waiting_refund_delivered_again_is_applied_once(app, order):
     assert after_payment.json["duplicate"] is True
     paid = get_order(app, order.public_id)
     assert (paid.status, paid.amount_refunded) == ("partially_refunded", 1000)
+
+
+def test_a_waiting_refund_whose_redelivery_fails_is_still_applied_with_the_payment(app, order, monkeypatch):
+    refund = refund_event("pi_first_paid_later", 1000, 4800)
+    post_event(app, refund)
+
+    def database_fails(charge):
+        raise OperationalError("UPDATE orders ...", {}, Exception("server closed the connection unexpectedly"))
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # a crash answers 500, as in production
+    with monkeypatch.context() as patch:
+        patch.setattr(orders, "apply_charge_refunded", database_fails)
+        assert post_event(app, refund).status_code == 500
+    state, waiting_for, _ = event_state(app, refund["id"])
+    assert (state, waiting_for) == ("waiting", "pi_first_paid_later")
+
+    post_event(app, pay_event(order))
+
+    paid = get_order(app, order.public_id)
+    assert (paid.status, paid.amount_refunded) == ("partially_refunded", 1000)
+    assert event_state(app, refund["id"])[0] == "applied"
 
 
 def test_refund_after_payment_is_applied_at_once(app, order):
