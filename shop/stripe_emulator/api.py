@@ -24,6 +24,7 @@ from .params import (
     CREATE_SESSION_PARAMS,
     LIST_EVENTS_PARAMS,
     LIST_PARAMS,
+    LIST_SESSIONS_PARAMS,
     RETRIEVE_PARAMS,
     Field,
     ParamError,
@@ -266,6 +267,48 @@ def create_checkout_session() -> Response:
         return objects.checkout_session(session, expand)
 
     return _post(handler)
+
+
+@bp.get("/checkout/sessions")
+def list_checkout_sessions() -> Response:
+    """Sessions newest first; `payment_intent` narrows them to the (at most one) that created it."""
+
+    def handler() -> dict[str, Any]:
+        values = _params(LIST_SESSIONS_PARAMS)
+        expand = _expand(values, frozenset({"data.line_items"}))
+        cursor = _cursor(values)
+        query = select(CheckoutSession)
+        if "payment_intent" in values:
+            query = query.where(CheckoutSession.payment_intent == values["payment_intent"])
+        limit = values.get("limit", 10)
+        backwards = cursor is not None and cursor[0] == "ending_before"
+        position = tuple_(CheckoutSession.created, CheckoutSession.id)
+        if cursor is not None:
+            name, session_id = cursor
+            anchor = db.session.execute(
+                select(CheckoutSession.created, CheckoutSession.id).where(CheckoutSession.id == session_id)
+            ).first()
+            if anchor is None:
+                raise ApiError.missing("checkout.session", session_id, name)
+            query = query.where(position > tuple(anchor) if backwards else position < tuple(anchor))
+        columns = (CheckoutSession.created, CheckoutSession.id)
+        order = [column.asc() if backwards else column.desc() for column in columns]
+        ids = list(db.session.scalars(query.with_only_columns(CheckoutSession.id).order_by(*order).limit(limit + 1)))
+        has_more = len(ids) > limit
+        ids = ids[:limit]
+        if backwards:
+            ids.reverse()
+        now = time.time()
+        sessions = [core.get_session(session_id, _settings(), now) for session_id in ids]  # expired if overdue
+        data = [objects.checkout_session(session, _line_items_only(expand)) for session in sessions]
+        return objects.list_object(data, "/v1/checkout/sessions", has_more)
+
+    return _run(handler)
+
+
+def _line_items_only(expand: frozenset[str]) -> frozenset[str]:
+    """`data.line_items` on a list is `line_items` on each of its sessions."""
+    return frozenset(path.removeprefix("data.") for path in expand)
 
 
 @bp.get("/checkout/sessions/<session_id>")

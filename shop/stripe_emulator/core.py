@@ -403,6 +403,9 @@ def emit(
     if api_version is None:  # the shop's own event, not another integration's
         for _ in range(settings.foreign_traffic):
             for foreign_type, foreign_object, version in foreign.traffic(now):
+                kept = foreign.kept_session(foreign_object)
+                if kept is not None:
+                    db.session.merge(kept)
                 emit(settings, foreign_type, foreign_object, now, api_version=version, url=url)
     return event
 

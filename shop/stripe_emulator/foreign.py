@@ -30,7 +30,7 @@ def _api_version() -> str:
 
 
 def _session(now: float, mode: str, **fields: Any) -> dict[str, Any]:
-    """A `checkout.session` of another integration (not stored: nobody can pay it here)."""
+    """A `checkout.session` of another integration (kept for the API only by `kept_session`)."""
     session = CheckoutSession(
         id=objects.new_id("cs_test_", 58),
         created=int(now) - 120,
@@ -136,6 +136,27 @@ def _refunded_charge(
     refund = Refund(id=objects.new_id("re_"), charge_id=charge.id, amount=refunded, created=int(now), reason=None,
                     metadata_={})
     return objects.charge(after, [refund] if objects.refunds_included(version) else None)
+
+
+def kept_session(obj: dict[str, Any]) -> CheckoutSession | None:
+    """The row that lets the API list another integration's payment-mode session by its
+    PaymentIntent, as Stripe would; None for objects that aren't such a session.
+
+    The row renders back to the same object. A session with null amounts (one abandoned
+    before its line items were priced) has no PaymentIntent Stripe could have charged, so it
+    needs no row.
+    """
+    if obj.get("object") != "checkout.session" or obj.get("mode") != "payment" or not obj.get("payment_intent"):
+        return None
+    if not isinstance(obj.get("amount_total"), int) or not isinstance(obj.get("currency"), str):
+        return None
+    kept = ("mode", "success_url", "cancel_url", "client_reference_id", "metadata")
+    return CheckoutSession(
+        id=obj["id"], created=obj["created"], expires_at=obj["expires_at"], status=obj["status"],
+        payment_status=obj["payment_status"], currency=obj["currency"], amount_total=obj["amount_total"],
+        params={key: obj[key] for key in kept if obj.get(key) is not None}, line_items=[], page_url="",
+        payment_intent=obj["payment_intent"], customer_details=obj.get("customer_details"),
+    )
 
 
 _CHARGE_COLUMNS = ("id", "payment_intent", "session_id", "amount", "amount_refunded", "currency", "created",

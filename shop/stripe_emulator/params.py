@@ -228,6 +228,11 @@ LIST_PARAMS: Mapping[str, Field] = {
     "expand": EXPAND,
 }
 
+LIST_SESSIONS_PARAMS: Mapping[str, Field] = {
+    **LIST_PARAMS,
+    "payment_intent": Field("string"),
+}
+
 _RANGE = Field("object", fields={op: Field("integer") for op in ("gt", "gte", "lt", "lte")})
 
 LIST_EVENTS_PARAMS: Mapping[str, Field] = {

@@ -275,3 +275,49 @@ def test_unpaid_session_cannot_be_refunded(stripe_client, browser, emulator_app,
     assert "does not have a successful charge" in excinfo.value.user_message
     stripe_emulator.tick(emulator_app, now=time.time() + 60)
     assert stripe_client.v1.refunds.create(params={"payment_intent": pending.payment_intent}).amount == 3000
+
+
+def test_sessions_list_by_payment_intent_and_pagination(emulator_app, stripe_client, browser):
+    sessions = stripe_client.v1.checkout.sessions
+    ids = [sessions.create(params=session_params()).id for _ in range(4)]
+    pay(browser, sessions.retrieve(ids[1]))
+    payment_intent = sessions.retrieve(ids[1]).payment_intent
+
+    paid = sessions.list(params={"payment_intent": payment_intent})
+    assert [session.id for session in paid.data] == [ids[1]] and paid.has_more is False
+    assert paid.data[0].payment_status == "paid"
+    assert sessions.list(params={"payment_intent": "pi_3MtwBwLkdIwHu7ix28a3tqPa"}).data == []
+
+    everything = [session.id for session in sessions.list(params={"limit": 100}).data]
+    assert sorted(everything) == sorted(ids)
+    page1 = sessions.list(params={"limit": 3})
+    page2 = sessions.list(params={"limit": 3, "starting_after": page1.data[-1].id})
+    assert (page1.has_more, page2.has_more) == (True, False)
+    assert [session.id for session in page1.data + page2.data] == everything
+    before = sessions.list(params={"limit": 2, "ending_before": page2.data[0].id})
+    assert [session.id for session in before.data] == everything[1:3] and before.has_more is True
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        sessions.list(params={"starting_after": "cs_test_missing"})
+    assert missing.value.http_status == 404
+    with pytest.raises(stripe.InvalidRequestError) as too_many:
+        sessions.list(params={"limit": 101})
+    assert too_many.value.param == "limit"
+
+
+def test_another_integrations_payment_is_listed_with_its_own_session(database_url, monkeypatch):
+    """A payment made through another integration's Checkout Session: Stripe names that session."""
+    from shop.stripe_emulator import foreign
+
+    from .conftest import make_emulator_app
+
+    monkeypatch.setattr(foreign, "traffic", foreign.other_payment)
+    app = make_emulator_app(database_url, STRIPE_EMULATOR_FOREIGN_TRAFFIC=1)
+    client = sdk_client(app)
+    client.v1.checkout.sessions.expire(client.v1.checkout.sessions.create(params=session_params()).id)
+    events = client.v1.events.list(params={"type": "checkout.session.completed"}).data
+    [theirs] = [event.data.object for event in events]
+
+    [listed] = client.v1.checkout.sessions.list(params={"payment_intent": theirs.payment_intent}).data
+
+    assert listed.to_dict() == theirs.to_dict()
+    assert listed.client_reference_id.startswith("inv-") and listed.payment_status == "paid"

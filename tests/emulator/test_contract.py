@@ -16,7 +16,13 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 
 from shop import stripe_emulator
-from shop.stripe_emulator.params import CREATE_REFUND_PARAMS, CREATE_SESSION_PARAMS, LIST_EVENTS_PARAMS, param_paths
+from shop.stripe_emulator.params import (
+    CREATE_REFUND_PARAMS,
+    CREATE_SESSION_PARAMS,
+    LIST_EVENTS_PARAMS,
+    LIST_SESSIONS_PARAMS,
+    param_paths,
+)
 
 from .conftest import pay, session_params
 
@@ -216,3 +222,29 @@ def test_foreign_objects_have_the_fields_of_stripes_published_fixtures(spec, mon
                     known.discard("refunds")
                 missing = (set(fixtures[obj["object"]]) & known) - set(obj)
                 assert not missing, f"{obj['object']} at {version} lacks {sorted(missing)}"
+
+
+def test_sessions_list_matches_the_spec(spec, database_url, monkeypatch):
+    """The list, filtered by a payment of ours, another integration's, and none, in Stripe's list shape."""
+    from shop.stripe_emulator import foreign
+
+    from .conftest import make_emulator_app, sdk_client
+
+    monkeypatch.setattr(foreign, "traffic", foreign.other_payment)
+    app = make_emulator_app(database_url, STRIPE_EMULATOR_FOREIGN_TRAFFIC=1)
+    client = sdk_client(app)
+    sessions = client.v1.checkout.sessions
+    client.v1.checkout.sessions.expire(sessions.create(params=session_params()).id)
+    theirs = client.v1.events.list(params={"type": "checkout.session.completed"}).data[0].data.object.payment_intent
+    list_schema = spec["paths"]["/v1/checkout/sessions"]["get"]["responses"]["200"]["content"]["application/json"]
+    names = {param["name"] for param in spec["paths"]["/v1/checkout/sessions"]["get"]["parameters"]}
+    assert {path[0] for path in param_paths(LIST_SESSIONS_PARAMS)} <= names
+
+    for params in ({"limit": 1}, {"payment_intent": theirs}, {"payment_intent": "pi_none"}, {}):
+        listed = _dict(sessions.list(params=params))
+        errors = list(OAS30Validator({**list_schema["schema"], "components": spec["components"]}).iter_errors(listed))
+        assert not errors, [error.message[:300] for error in errors]
+        assert listed["url"] == "/v1/checkout/sessions"
+        for session in listed["data"]:
+            assert_valid(spec, "checkout.session", session)
+    assert len(_dict(sessions.list(params={"payment_intent": theirs}))["data"]) == 1

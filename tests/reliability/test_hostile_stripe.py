@@ -38,15 +38,18 @@ def hostile_app(database_url: str) -> Iterator[Flask]:
 
 
 def after_every_session_expired(app: Flask) -> float:
-    """A minute after the last open Checkout Session's `expires_at`."""
+    """A minute after the last of the shop's Checkout Sessions' `expires_at`."""
     with app.app_context():
-        return db.session.scalar(select(func.max(CheckoutSession.expires_at))) + 60
+        shops = CheckoutSession.id.in_(select(Order.stripe_session_id))
+        return db.session.scalar(select(func.max(CheckoutSession.expires_at)).where(shops)) + 60
 
 
 def own_event_ids(app: Flask) -> set[str]:
-    """Events about the shop's own sessions and charges (the rest is other integrations')."""
+    """Events about the shop's own sessions and charges (the rest is other integrations', whose
+    paid sessions Stripe also keeps)."""
     with app.app_context():
-        ours = set(db.session.scalars(select(CheckoutSession.id))) | set(db.session.scalars(select(Charge.id)))
+        sessions = set(db.session.scalars(select(Order.stripe_session_id).where(Order.stripe_session_id.is_not(None))))
+        ours = sessions | set(db.session.scalars(select(Charge.id).where(Charge.session_id.in_(sessions))))
         return {event.id for event in db.session.scalars(select(Event)) if event.object["id"] in ours}
 
 
