@@ -7,6 +7,12 @@ intake, with the error), reported, and the sync goes on with the next.
 Stripe lists events of the last 30 days only, so a sync never asks further back. An open
 order older than that may have events Stripe no longer has: its Checkout Session is read
 back from the API instead, and applied as the event it stands for would be.
+
+A refund waits for the payment it refunds (see `events`). One still waiting after
+WAITING_GRACE is looked up at Stripe by its payment intent: a payment of another integration
+on the account has no Checkout Session of this shop, and its refund is recorded as not ours;
+a payment of one of the shop's sessions whose events never came is applied from the session,
+and the refund with it.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from . import events, orders, stripe_gateway
 from .extensions import db
@@ -29,6 +35,11 @@ DEFAULT_LOOKBACK = timedelta(days=3)
 OVERLAP_SECONDS = 60
 # How far back Stripe lists events.
 EVENT_HISTORY = timedelta(days=30)
+# How long a refund may wait for its payment before Stripe is asked whose payment it is. A
+# payment's own events are created before its refund's and are normally delivered within
+# seconds; an hour also covers Stripe's first retries of a failed delivery, and a sync has by
+# then fetched every event Stripe still lists. Waiting longer only keeps clutter visible.
+WAITING_GRACE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,10 @@ class SyncReport:
     outcomes: list[str] = field(default_factory=list)
     # One line per open order older than Stripe's event history, reconciled from its session.
     beyond_history: list[str] = field(default_factory=list)
+    # One line per payment that refunds waited for past WAITING_GRACE, and what Stripe said of it.
+    overdue_waiting: list[str] = field(default_factory=list)
+    not_ours: int = 0  # waiting events resolved as another integration's this sync
+    lookup_failed: list[str] = field(default_factory=list)  # payments Stripe wasn't asked about: still waiting
 
     def summary(self) -> str:
         summary = (
@@ -61,6 +76,11 @@ class SyncReport:
             summary += (
                 f" {len(self.beyond_history)} open order(s) older than Stripe's {EVENT_HISTORY.days}-day event "
                 "history reconciled from their Checkout Sessions."
+            )
+        if self.overdue_waiting or self.lookup_failed:
+            summary += (
+                f" {self.not_ours} waiting event(s) found to be another integration's payment;"
+                f" {len(self.lookup_failed)} payment(s) could not be looked up at Stripe."
             )
         return summary
 
@@ -99,6 +119,7 @@ def sync_with_stripe() -> SyncReport:
     for event in reversed(fetched):
         _ingest(event, report)
     report.beyond_history = _reconcile_beyond_history(datetime.fromtimestamp(start, UTC))
+    _resolve_overdue_waiting(report)
     report.stale_expired = orders.expire_stale_pending(timedelta(minutes=current_app.config["STALE_PENDING_MINUTES"]))
     report.waiting = db.session.scalar(
         select(func.count()).select_from(StripeEvent).where(StripeEvent.state == EventState.WAITING)
@@ -153,11 +174,10 @@ def _reconcile_beyond_history(before: datetime) -> list[str]:
         try:
             session = stripe_gateway.retrieve_checkout_session(session_id)
             state = (session.get("status"), session.get("payment_status"))
-            event_type = EVENT_FOR_SESSION_STATE.get(state)
-            if event_type is None:
+            outcome = _apply_session(session)
+            if outcome is None:
                 lines.append(f"{public_id}: session {session_id} is {state[0]}, {state[1]}; left as it is")
                 continue
-            outcome = events.apply_session_read_back(event_type, session)
             if state == ("complete", "unpaid"):
                 _flag_unresolved(order, session)
                 outcome = orders.Outcome(f"{outcome.description}; flagged: delayed payment unresolved", order.id)
@@ -167,6 +187,87 @@ def _reconcile_beyond_history(before: datetime) -> list[str]:
             log.error("could not reconcile order %s from its session: %s", public_id, exc)
             lines.append(f"{public_id}: could not read its Checkout Session: {type(exc).__name__}: {exc}")
     return lines
+
+
+def _apply_session(session: dict) -> orders.Outcome | None:
+    """Apply a session read from Stripe as the event its state stands for; None if none does (open)."""
+    event_type = EVENT_FOR_SESSION_STATE.get((session.get("status"), session.get("payment_status")))
+    if event_type is None:
+        return None
+    return events.apply_session_read_back(event_type, session)
+
+
+def _resolve_overdue_waiting(report: SyncReport) -> None:
+    """Ask Stripe whose payment each refund waiting past WAITING_GRACE refunds.
+
+    No Checkout Session, or one no order has: another integration's payment, so its waiting
+    events are not ours. One of the shop's sessions: it is applied as read (a paid session
+    pays its order, which applies the waiting refunds in the same transaction). Stripe not
+    answering leaves the events waiting for the next sync, and is reported.
+    """
+    overdue_before = int((utcnow() - WAITING_GRACE).timestamp())
+    payment_intents = db.session.scalars(
+        select(StripeEvent.waiting_for)
+        .where(StripeEvent.state == EventState.WAITING, StripeEvent.created < overdue_before)
+        .group_by(StripeEvent.waiting_for)
+        .order_by(func.min(StripeEvent.created))
+    ).all()
+    db.session.commit()
+    for payment_intent in payment_intents:
+        try:
+            session = stripe_gateway.checkout_session_of_payment(payment_intent)
+        except stripe_gateway.PaymentProviderError as exc:
+            log.error("could not look up the payment %s that refunds wait for: %s", payment_intent, exc)
+            report.lookup_failed.append(f"{payment_intent}: could not ask Stripe whose payment it is, still waiting: {exc}")
+            continue
+        try:
+            line = _resolve_payment(payment_intent, session, report)
+        except Exception as exc:  # one payment must not stop the others
+            db.session.rollback()
+            log.exception("could not apply the session of payment %s", payment_intent)
+            line = f"still waiting: applying its session failed: {type(exc).__name__}: {exc}"
+        report.overdue_waiting.append(f"{payment_intent}: {line}")
+
+
+def _resolve_payment(payment_intent: str, session: dict | None, report: SyncReport) -> str:
+    """Settle the events waiting for one payment by what Stripe says of its session; a line for the report."""
+    ours = session is not None and _is_ours(session)
+    if session is not None and not ours and _names_an_order(session):
+        # Not proof of anything either way: an operator decides.
+        return (
+            f"still waiting: its session {session['id']} names order {session['client_reference_id']}, "
+            "which was never given that session: check it in the Stripe Dashboard"
+        )
+    if not ours:
+        why = (
+            "Stripe has no Checkout Session for this payment" if session is None
+            else f"its Checkout Session {session['id']} is not one of this shop's"
+        )
+        resolved = db.session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.state == EventState.WAITING, StripeEvent.waiting_for == payment_intent)
+            .values(state=EventState.NOT_OURS, outcome=f"not ours: {why}", processed_at=utcnow(), payload=None)
+        ).rowcount
+        db.session.commit()
+        report.not_ours += resolved
+        log.info("%d event(s) waiting for %s are not ours: %s", resolved, payment_intent, why)
+        return f"not ours ({why}): {resolved} event(s) resolved"
+    outcome = _apply_session(session)
+    state = f"{session.get('status')}, {session.get('payment_status')}"
+    if outcome is None:
+        return f"its session {session['id']} is {state}; still waiting"
+    return f"its session {session['id']} ({state}) applied: {outcome.description}"
+
+
+def _is_ours(session: dict) -> bool:
+    """The session is one an order of this shop was given (the same test the webhook applies)."""
+    return db.session.scalar(select(Order.id).where(Order.stripe_session_id == session["id"])) is not None
+
+
+def _names_an_order(session: dict) -> bool:
+    """The session's `client_reference_id` is one of this shop's order ids."""
+    reference = session.get("client_reference_id")
+    return isinstance(reference, str) and db.session.scalar(select(Order.id).where(Order.public_id == reference)) is not None
 
 
 def _flag_unresolved(order: Order, session: dict) -> None:

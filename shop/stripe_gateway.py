@@ -125,6 +125,20 @@ def retrieve_checkout_session(session_id: str) -> dict[str, Any]:
         raise PaymentProviderError(str(exc)) from exc
 
 
+def checkout_session_of_payment(payment_intent: str) -> dict[str, Any] | None:
+    """The Checkout Session a PaymentIntent was created by, as a plain dict; None if none was.
+
+    Stripe's session list filters on `payment_intent`, and a PaymentIntent belongs to at most
+    one session. A payment made another way (an integration calling the PaymentIntents API, an
+    invoice) has none.
+    """
+    try:
+        page = _client().v1.checkout.sessions.list(params={"payment_intent": payment_intent, "limit": 1})
+    except stripe.StripeError as exc:
+        raise PaymentProviderError(str(exc)) from exc
+    return page.data[0].to_dict() if page.data else None
+
+
 def expire_checkout_session(session_id: str) -> SessionState:
     """Expire an open session so it can no longer be paid, and say how it stands afterwards.
 

@@ -417,3 +417,25 @@ def test_sync_flashes_each_failed_event(operator, admin_app, shop, monkeypatch) 
     assert re.search(r"Fetched \d+ event\(s\): 0 applied, 0 already seen, 0 invalid, 1 failed", html)
     assert "(checkout.session.completed) failed: ZeroDivisionError: division by zero" in html
     assert "Events needing attention (1)" in html
+
+
+def test_sync_settles_a_refund_that_waited_past_the_grace_period(operator, admin_app, monkeypatch) -> None:
+    from shop import recovery
+    from shop.models import utcnow
+
+    refund = refund_event("pi_3PaidByAnotherIntegration", 900, 900)
+    assert post_event(admin_app, refund).status_code == 200
+    assert "Events needing attention (1)" in operator.get("/admin/events").get_data(as_text=True)
+    failures = admin_app.extensions["stripe_emulator"].failures
+    failures.add("GET", "/v1/checkout/sessions", times=1 + admin_app.config["STRIPE_MAX_NETWORK_RETRIES"])
+    monkeypatch.setattr(recovery, "utcnow", lambda: utcnow() + recovery.WAITING_GRACE * 2)
+
+    operator.post_form("/admin/sync")
+    html = operator.get("/admin/events").get_data(as_text=True)
+    assert "Refunds waiting for payment pi_3PaidByAnotherIntegration: could not ask Stripe" in html
+    assert "Events needing attention (1)" in html
+
+    operator.post_form("/admin/sync")
+    html = operator.get("/admin/events").get_data(as_text=True)
+    assert "1 waiting event(s) found to be another integration&#39;s payment" in html
+    assert "Events needing attention (0)" in html and refund["id"] not in html

@@ -136,6 +136,8 @@ def sync() -> ResponseReturnValue:
         flash(f"Synced with Stripe. {report.summary()}")
         for failure in report.failed:
             flash(f"Event {failure.event_id} ({failure.event_type}) failed: {failure.error}", "error")
+        for line in report.lookup_failed:
+            flash(f"Refunds waiting for payment {line}", "error")
     return redirect(url_for(".orders"), code=303)
 
 
