@@ -62,8 +62,13 @@ def session_expires_at(order: Order) -> datetime:
     an earlier one created (a replay is not validated again); if there is none, Stripe refuses
     the request and the checkout is closed (`CheckoutWindowClosed`).
     """
+    return order.created_at + checkout_session_lifetime()
+
+
+def checkout_session_lifetime() -> timedelta:
+    """How long after its order was placed a Checkout Session can be paid (see `session_expires_at`)."""
     config = current_app.config
-    return order.created_at + timedelta(minutes=config["CHECKOUT_SESSION_MINUTES"] + config["STALE_PENDING_MINUTES"])
+    return timedelta(minutes=config["CHECKOUT_SESSION_MINUTES"] + config["STALE_PENDING_MINUTES"])
 
 
 def checkout_session_params(order: Order, success_url: str, cancel_url: str) -> dict[str, Any]:

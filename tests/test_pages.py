@@ -126,6 +126,35 @@ def test_home_lists_this_browsers_orders_only(app, shop, order):
     assert order.public_id not in theirs
 
 
+def placed_ago(app, order, minutes: float) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from shop.extensions import db
+    from shop.models import Order, utcnow
+
+    with app.app_context():
+        db.session.execute(update(Order).where(Order.id == order.id).values(created_at=utcnow() - timedelta(minutes=minutes)))
+        db.session.commit()
+
+
+def test_continue_to_payment_is_offered_until_the_orders_session_expires(app, shop, order):
+    from shop.extensions import db
+    from shop.stripe_emulator.models import CheckoutSession
+
+    with app.app_context():
+        expires_at = db.session.get(CheckoutSession, order.stripe_session_id).expires_at
+    lifetime = (expires_at - order.created_at.timestamp()) / 60  # as Stripe was told
+    assert lifetime > 30
+    placed_ago(app, order, lifetime - 5)
+    home = shop.http.get("/").get_data(as_text=True)
+    assert "Continue to payment" in home and order.checkout_url in home
+
+    placed_ago(app, order, lifetime + 1)
+    assert "Continue to payment" not in shop.http.get("/").get_data(as_text=True)
+
+
 def test_unknown_page_is_a_styled_404(client):
     response = client.get("/nope")
     assert response.status_code == 404

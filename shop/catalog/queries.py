@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import bindparam, select
 
+from .. import stripe_gateway
 from ..extensions import db
 from ..models import Order, OrderItem, Product, utcnow
 from ..orders import OrderStatus
@@ -104,8 +105,8 @@ def orders_of(shopper_id: str | None) -> list[OrderSummary]:
     """The shopper's most recent orders with their items, newest first, in one round trip."""
     if shopper_id is None:
         return []
-    # A Checkout Session stays payable for CHECKOUT_SESSION_MINUTES after the order was placed.
-    payable_since = utcnow() - timedelta(minutes=current_app.config["CHECKOUT_SESSION_MINUTES"])
+    # The order's Checkout Session can be paid until its `expires_at`, fixed from the order's creation.
+    payable_since = utcnow() - stripe_gateway.checkout_session_lifetime()
     orders: dict[int, OrderSummary] = {}
     for row in read_rows(RECENT_ORDERS_WITH_ITEMS, {"shopper_id": shopper_id}):
         summary = orders.get(row.id)
