@@ -161,17 +161,18 @@ def expire_checkout_session(session_id: str) -> SessionState:
     return SessionState(status=session.status or "", payment_status=session.payment_status or "")
 
 
-def refund_remaining(order: Order) -> None:
+def refund_remaining(order: Order, attempt: str) -> None:
     """Ask Stripe to refund what is left of a paid order.
 
-    The idempotency key names how much was already refunded, so a double-submitted refund
-    form makes one refund; once Stripe's `charge.refunded` has updated the order, a further
-    refund gets a new key.
+    The idempotency key names how much was already refunded and the refund form's `attempt`
+    token, so a double-submitted form makes one refund, while a form shown again after a
+    failure gets a key of its own: Stripe replays a saved error, even a 500, for 24 hours.
+    A second attempt can't refund twice: Stripe never refunds more than the charge.
     """
     try:
         _client().v1.refunds.create(
             params={"payment_intent": order.payment_intent_id},  # type: ignore[typeddict-item]
-            options={"idempotency_key": f"refund-{order.public_id}-{order.amount_refunded}"},
+            options={"idempotency_key": f"refund-{order.public_id}-{order.amount_refunded}-{attempt}"},
         )
     except stripe.StripeError as exc:
         raise PaymentProviderError(str(exc)) from exc

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import re
 import secrets
@@ -29,6 +30,7 @@ from tests.helpers import (
 )
 
 OPERATOR = ("operator", "correct horse battery staple")
+REFUND_ATTEMPT_FIELD = re.compile(r'name="attempt" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -45,6 +47,11 @@ class Operator:
 
     def get(self, path: str, **kwargs):
         return self.http.get(path, auth=OPERATOR, **kwargs)
+
+    def refund_form(self, public_id: str) -> dict[str, str]:
+        """The order page's refund form fields, as one rendering of the page has them."""
+        html = self.get(f"/admin/orders/{public_id}").get_data(as_text=True)
+        return {"confirm": "1", "attempt": REFUND_ATTEMPT_FIELD.search(html)[1]}
 
     def post_form(self, action: str, **fields: str):
         """POST as the page's form would: the session's CSRF token (from the orders page) included."""
@@ -246,7 +253,7 @@ def pay_with_the_emulator(app: Flask, shop: ShopClient) -> Order:
 def test_refund_asks_stripe_and_waits_for_the_webhook(operator, admin_app, shop) -> None:
     order = pay_with_the_emulator(admin_app, shop)
     page = f"/admin/orders/{order.public_id}"
-    response = operator.post_form(f"{page}/refund", confirm="1")
+    response = operator.post_form(f"{page}/refund", **operator.refund_form(order.public_id))
     assert response.status_code == 303 and response.headers["Location"] == page
     assert "Refund requested; the order updates when Stripe confirms it" in operator.get(page).get_data(as_text=True)
     assert get_order(admin_app, order.public_id).status == "paid"  # only charge.refunded changes it
@@ -262,10 +269,11 @@ def test_double_submitted_refund_form_refunds_once(operator, admin_app, shop) ->
     order = pay_with_the_emulator(admin_app, shop)
     page = f"/admin/orders/{order.public_id}"
     recorder = record_stripe_calls(admin_app)
+    form = operator.refund_form(order.public_id)
     for _ in range(2):  # the same form, sent twice before Stripe's webhook arrives
-        assert operator.post_form(f"{page}/refund", confirm="1").status_code == 303
+        assert operator.post_form(f"{page}/refund", **form).status_code == 303
     keys = {headers["Idempotency-Key"] for _, _, headers, _ in recorder.posts_to("/v1/refunds")}
-    assert keys == {f"refund-{order.public_id}-0"}
+    assert keys == {f"refund-{order.public_id}-0-{form['attempt']}"}
     assert "Stripe did not accept" not in operator.get(page).get_data(as_text=True)
     tick(admin_app)
     with admin_app.app_context():
@@ -279,11 +287,30 @@ def test_refund_failure_at_stripe_is_shown_and_changes_nothing(operator, admin_a
     post_event(admin_app, session_event(order, "checkout.session.completed"))
     recorder = record_stripe_calls(admin_app, failures=["500"])
     page = f"/admin/orders/{order.public_id}"
-    assert operator.post_form(f"{page}/refund", confirm="1").status_code == 303
+    assert operator.post_form(f"{page}/refund", **operator.refund_form(order.public_id)).status_code == 303
     assert len(recorder.posts_to("/v1/refunds")) == 1
     html = operator.get(page).get_data(as_text=True)
     assert 'class="flash flash-error"' in html and "Stripe did not accept the refund" in html
     assert get_order(admin_app, order.public_id).status == "paid"
+
+
+def test_a_refund_stripe_answered_500_can_be_tried_again_from_the_reloaded_page(operator, admin_app, shop) -> None:
+    """Stripe replays a saved 500 under its idempotency key for a day: a retry needs a new key."""
+    emulator = admin_app.extensions["stripe_emulator"]
+    emulator.settings = dataclasses.replace(emulator.settings, save_failed_requests=True)
+    emulator.failures.add("POST", "/v1/refunds")
+    order = pay_with_the_emulator(admin_app, shop)
+    page = f"/admin/orders/{order.public_id}"
+
+    operator.post_form(f"{page}/refund", **operator.refund_form(order.public_id))
+    assert "Stripe did not accept the refund" in operator.get(page).get_data(as_text=True)
+    again = operator.post_form(f"{page}/refund", **operator.refund_form(order.public_id))
+
+    assert again.status_code == 303
+    assert "Refund requested" in operator.get(page).get_data(as_text=True)
+    tick(admin_app)
+    refunded = get_order(admin_app, order.public_id)
+    assert (refunded.status, refunded.amount_refunded) == ("refunded", 4800)
 
 
 def test_refund_needs_confirmation_csrf_and_a_paid_order(operator, admin_app, shop) -> None:
@@ -293,6 +320,7 @@ def test_refund_needs_confirmation_csrf_and_a_paid_order(operator, admin_app, sh
     post_event(admin_app, session_event(order, "checkout.session.completed"))
     recorder = record_stripe_calls(admin_app)
     assert operator.post_form(f"{page}/refund").status_code == 400  # box not ticked
+    assert operator.post_form(f"{page}/refund", confirm="1").status_code == 400  # not the page's form
     assert operator.http.post(f"{page}/refund", data={"confirm": "1"}, auth=OPERATOR).status_code == 400  # no CSRF
     assert operator.post_form("/admin/orders/ord_nope/refund", confirm="1").status_code == 404
     assert recorder.posts_to("/v1/refunds") == []

@@ -2,6 +2,8 @@
 import csv
 import io
 import logging
+import re
+import secrets
 from datetime import UTC, datetime
 
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
@@ -21,6 +23,8 @@ from .queries import PER_PAGE, OrderFilter, parse_page
 log = logging.getLogger("shop.admin")
 EVENTS_SHOWN = 200
 REFUNDABLE = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED})
+# One token per rendering of the refund form: the same form sent twice is one refund.
+REFUND_ATTEMPT = re.compile(r"[A-Za-z0-9_-]{22}")
 CSV_HEADER = (
     "order", "created_at", "status", "currency", "amount_total", "amount_refunded", "customer_email",
     "items", "stripe_session_id", "payment_intent_id", "paid_at", "review_reason",
@@ -101,7 +105,13 @@ def order_detail(public_id: str) -> ResponseReturnValue:
         .where(StripeEvent.order_id == order.id)
         .order_by(StripeEvent.created.desc(), StripeEvent.received_at.desc())
     ).all()
-    return render_template("admin/order.html", order=order, events=events, refundable=order.status in REFUNDABLE)
+    return render_template(
+        "admin/order.html",
+        order=order,
+        events=events,
+        refundable=order.status in REFUNDABLE,
+        refund_attempt=secrets.token_urlsafe(16),
+    )
 
 
 @bp.post("/orders/<public_id>/refund")
@@ -112,8 +122,11 @@ def refund(public_id: str) -> ResponseReturnValue:
         abort(409, "Only paid orders can be refunded.")
     if not request.form.get("confirm"):
         abort(400, "Tick the box to confirm the refund.")
+    attempt = request.form.get("attempt", "")
+    if not REFUND_ATTEMPT.fullmatch(attempt):
+        abort(400, "The refund form is incomplete; reload the order and try again.")
     try:
-        stripe_gateway.refund_remaining(order)
+        stripe_gateway.refund_remaining(order, attempt)
     except stripe_gateway.PaymentProviderError as exc:
         log.error("refund of order %s failed: %s", order.public_id, exc)
         flash(f"Stripe did not accept the refund: {exc}", "error")

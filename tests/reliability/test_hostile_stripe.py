@@ -192,7 +192,7 @@ def test_a_refund_delivered_before_its_payment_is_not_lost(hostile_app, monkeypa
         )
     order.payment_intent_id = payment_intent
     with app.app_context():
-        stripe_gateway.refund_remaining(order)
+        stripe_gateway.refund_remaining(order, attempt="from-a-test")
     stripe_emulator.tick(app, now=started + 60)  # the refund arrives first
     stripe_emulator.tick(app, now=started + HOUR + 60)  # then the payment's retry
 
@@ -285,7 +285,7 @@ def test_refunds_of_a_paid_order_apply_once_each(hostile_app):
     assert (partly.status, partly.amount_refunded) == ("partially_refunded", 500)
 
     with app.app_context():
-        stripe_gateway.refund_remaining(partly)
+        stripe_gateway.refund_remaining(partly, attempt="from-a-test")
     stripe_emulator.tick(app)
     refunded = get_order(app, order.public_id)
     assert (refunded.status, refunded.amount_refunded) == ("refunded", refunded.amount_total)
@@ -331,7 +331,7 @@ def test_a_refund_whose_every_attempt_failed_is_found_by_sync(hostile_app, monke
     monkeypatch.setattr(orders, "apply_charge_refunded", database_down)
     app.config["PROPAGATE_EXCEPTIONS"] = False
     with app.app_context():
-        stripe_gateway.refund_remaining(paid)
+        stripe_gateway.refund_remaining(paid, attempt="from-a-test")
     started = time.time()
     for hours in range(0, 72, 1):
         stripe_emulator.tick(app, now=started + hours * HOUR)

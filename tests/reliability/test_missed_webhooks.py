@@ -164,7 +164,7 @@ def test_lost_refund_of_a_paid_order_is_found_after_later_deliveries(app):
     paid = get_order(app, refunded.public_id)
     with deliveries_dropped(app):
         with app.app_context():
-            stripe_gateway.refund_remaining(paid)
+            stripe_gateway.refund_remaining(paid, attempt="from-a-test")
         stripe_emulator.tick(app)
     pay(later_shopper, later.checkout_url, method="bank_transfer")
     stripe_emulator.tick(app)
