@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
@@ -293,9 +294,9 @@ def insert_processed_events(conn: psycopg.Connection, count: int) -> None:
     """Events already applied to paid orders: the history a shop that has been selling keeps."""
     with conn.transaction():
         conn.execute(
-            "INSERT INTO stripe_events (id, type, created, order_id, received_at, processed_at, outcome)"
+            "INSERT INTO stripe_events (id, type, created, order_id, received_at, processed_at, outcome, state)"
             " SELECT 'evt_bench_history_' || o.id, 'checkout.session.completed', extract(epoch FROM now())::int,"
-            "  o.id, now(), now(), 'order paid'"
+            "  o.id, now(), now(), 'order paid', 'applied'"
             " FROM orders o WHERE o.status = 'paid' AND NOT EXISTS (SELECT 1 FROM stripe_events e WHERE e.order_id = o.id)"
             " ORDER BY o.id LIMIT %s", (count,))
 
@@ -915,6 +916,10 @@ def main() -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         exit_code = 130
+    except Exception as exc:  # a bug in the bench or a schema it doesn't know: not a missed goal
+        traceback.print_exc()
+        results.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}")
+        exit_code = 2
     finally:
         for server in servers.values():
             server.stop()
@@ -1058,7 +1063,7 @@ def check_webhooks(conn: psycopg.Connection, shopper: str, load: Load, applied: 
         " WHERE o.shopper_id = %s GROUP BY e.order_id HAVING count(*) > 1) d", (shopper,)).fetchone()[0]
     bad_rows = conn.execute(
         "SELECT count(*) FROM stripe_events e JOIN orders o ON o.id = e.order_id WHERE o.shopper_id = %s"
-        " AND (e.processed_at IS NULL OR e.outcome <> 'order paid')", (shopper,)).fetchone()[0]
+        " AND (e.processed_at IS NULL OR e.outcome <> 'order paid' OR e.state <> 'applied')", (shopper,)).fetchone()[0]
     unpaired = conn.execute(
         "SELECT count(*) FROM orders o WHERE o.shopper_id = %s AND o.status = 'paid'"
         " AND NOT EXISTS (SELECT 1 FROM stripe_events e WHERE e.order_id = o.id)", (shopper,)).fetchone()[0]
