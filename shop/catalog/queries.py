@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, select
 
 from .. import stripe_gateway
 from ..extensions import db
-from ..models import Order, OrderItem, Product, utcnow
+from ..models import Order, OrderItem, Product, max_quantity, utcnow
 from ..orders import OrderStatus
 from ..reads import read_rows
 
@@ -34,15 +34,19 @@ class ProductCard:
     max_quantity: int
 
 
+ACTIVE_PRODUCT_CARDS = (
+    select(Product.slug, Product.name, Product.description, Product.image, Product.unit_amount, Product.stock)
+    .where(Product.active.is_(True))
+    .order_by(Product.position)
+)
+
+
 def product_cards() -> list[ProductCard]:
     """The active products for display, cached per process for PRODUCT_CACHE_SECONDS."""
     cache = current_app.extensions.setdefault("product_cards", {"until": 0.0, "cards": []})
     now = time.monotonic()
     if cache["until"] <= now:
-        cache["cards"] = [
-            ProductCard(p.slug, p.name, p.description, p.image, p.unit_amount, p.stock, p.max_quantity)
-            for p in active_products()
-        ]
+        cache["cards"] = [ProductCard(*row, max_quantity=max_quantity(row.stock)) for row in read_rows(ACTIVE_PRODUCT_CARDS)]
         cache["until"] = now + current_app.config["PRODUCT_CACHE_SECONDS"]
     return cache["cards"]
 
