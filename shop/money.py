@@ -7,6 +7,7 @@ grouping and decimals for display come from the CLDR data in Babel, for the shop
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 
 from babel.numbers import format_currency
 
@@ -33,6 +34,7 @@ def to_units(amount: int, currency: str) -> Decimal:
     return Decimal(amount).scaleb(-minor_unit_digits(currency))
 
 
+@lru_cache(maxsize=4096)  # a page formats the same few prices again and again; Babel's formatting is slow
 def format_money(amount: int, currency: str, locale: str = DEFAULT_LOCALE) -> str:
     """`1800, "usd"` → `$18.00`; `500, "jpy"` → `¥500`; `5120, "kwd"` → `KWD 5.120`; `150000, "inr"` → `₹1,500.00`."""
     return format_currency(to_units(amount, currency), currency.upper(), locale=locale)
