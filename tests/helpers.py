@@ -77,6 +77,21 @@ def snapshot(app: Flask) -> list[tuple]:
         return [tuple(row) for row in orders] + [tuple(row) for row in events]
 
 
+def stripe_event(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """A Stripe event envelope, as delivered now, around one object."""
+    return {
+        "id": "evt_" + secrets.token_hex(12),
+        "object": "event",
+        "api_version": stripe.api_version,
+        "created": int(time.time()),
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": event_type,
+        "data": {"object": obj},
+    }
+
+
 def session_event(order: Order, event_type: str, **session_fields: Any) -> dict[str, Any]:
     """A Stripe-shaped checkout.session event for the given order."""
     session = {
@@ -93,17 +108,7 @@ def session_event(order: Order, event_type: str, **session_fields: Any) -> dict[
         "customer_details": {"email": "shopper@example.com"},
         **session_fields,
     }
-    return {
-        "id": "evt_" + secrets.token_hex(12),
-        "object": "event",
-        "api_version": stripe.api_version,
-        "created": int(time.time()),
-        "livemode": False,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": event_type,
-        "data": {"object": session},
-    }
+    return stripe_event(event_type, session)
 
 
 def webhook_secret(app: Flask) -> str:
@@ -187,17 +192,7 @@ def refund_event(payment_intent: str | None, amount_refunded: int, amount: int, 
         "status": "succeeded",
         "metadata": {},
     }
-    return {
-        "id": "evt_" + secrets.token_hex(12),
-        "object": "event",
-        "api_version": stripe.api_version,
-        "created": int(time.time()),
-        "livemode": False,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": "charge.refunded",
-        "data": {"object": charge},
-    }
+    return stripe_event("charge.refunded", charge)
 
 
 def event_state(app: Flask, event_id: str) -> tuple[str, str | None, int | None] | None:
