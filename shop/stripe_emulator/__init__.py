@@ -63,6 +63,10 @@ and a setting given explicitly still wins):
     All of the above as Stripe behaves (`live` retries, failed requests saved, 30 days of
     events, 2 foreign bursts per event), plus duplicated and shuffled deliveries, which Stripe
     also does. Default off.
+`STRIPE_EMULATOR_LATENCY`
+    Each API request waits like one to Stripe over the internet: `typical` (400 ms), `slow`
+    (1,250 ms) or a number of milliseconds, each give or take a quarter. Where the figures
+    come from: `latency.py`. Default off (not part of the hostile mode, which tests run).
 
 Restricted keys (`rk_test_...`) are accepted like secret test keys, always.
 
@@ -88,7 +92,7 @@ from sqlalchemy.exc import DatabaseError
 
 from shop.extensions import csrf, db
 
-from . import api, core, deliveries, pages
+from . import api, core, deliveries, latency, pages
 from .addresses import FALLBACK_ORIGIN, WEBHOOK_PATH
 from .core import Settings, Transport
 from .models import Base
@@ -174,6 +178,7 @@ def init_app(app: Flask) -> None:
         save_failed_requests=_flag(_setting(app, "STRIPE_EMULATOR_SAVE_FAILED_REQUESTS", hostile)),
         event_retention=float(retention_days) * core.DAY if str(retention_days).strip() else None,
         foreign_traffic=max(int(_setting(app, "STRIPE_EMULATOR_FOREIGN_TRAFFIC", 2 if hostile else 0)), 0),
+        latency=latency.seconds_from_setting(_setting(app, "STRIPE_EMULATOR_LATENCY", "")),
     )
     emulator = Emulator(settings, wsgi_transport(app) if settings.deliver_in_process else http_transport)
     app.extensions["stripe_emulator"] = emulator

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shop.extensions import db
 
-from . import addresses, core, objects
+from . import addresses, core, latency, objects
 from .core import ApiError
 from .models import Charge, CheckoutSession, Delivery, Event, IdempotencyKey, Refund
 from .params import (
@@ -71,6 +71,11 @@ def _expand(values: Mapping[str, Any], allowed: frozenset[str]) -> frozenset[str
         if path not in allowed:
             raise ApiError.invalid(ParamError(f"This property cannot be expanded ({path}).", "expand"))
     return frozenset(values.get("expand", []))
+
+
+@bp.before_request
+def _wait_like_stripe() -> None:
+    latency.wait(_settings().latency)
 
 
 @bp.before_request

@@ -73,6 +73,7 @@ class Settings:
     save_failed_requests: bool = False  # idempotency: replay results that failed after execution began
     event_retention: float | None = None  # seconds events stay listable and retrievable; None: forever
     foreign_traffic: int = 0  # other integrations' event bursts emitted with each event of the shop's
+    latency: float = 0.0  # seconds each API request waits before it is served (see latency.py)
 
 
 class ApiError(Exception):

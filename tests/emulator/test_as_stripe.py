@@ -414,6 +414,7 @@ def test_default_mode_is_unchanged(database_url):
     assert settings.retry_schedule == core.RETRY_SCHEDULES["fast"]
     assert not settings.save_failed_requests and settings.event_retention is None
     assert settings.foreign_traffic == 0 and not settings.duplicate and not settings.shuffle
+    assert settings.latency == 0
 
 
 def test_events_can_be_filtered_by_delivery_success(database_url):
@@ -427,3 +428,32 @@ def test_events_can_be_filtered_by_delivery_success(database_url):
         return [e.data.object.id for e in client.v1.events.list(params={"delivery_success": success}).data]
 
     assert (listed(True), listed(False)) == ([delivered], [failing])
+
+
+# --- Latency ------------------------------------------------------------------------------------
+
+
+def test_latency_makes_every_api_request_wait_like_stripe(database_url):
+    app, _ = emulator(database_url, STRIPE_EMULATOR_LATENCY="60")
+    client = client_for(app)
+    waits = []
+    for _ in range(3):
+        started = time.monotonic()
+        client.v1.checkout.sessions.create(params=session_params())
+        waits.append(time.monotonic() - started)
+    assert min(waits) >= 0.045  # 60 ms, less a quarter at most
+    started = time.monotonic()
+    with pytest.raises(stripe.AuthenticationError):
+        client_for(app, key="sk_live_x").v1.events.list()
+    assert time.monotonic() - started >= 0.045  # the network's time comes before Stripe's answer
+
+
+def test_latency_profiles_and_bad_values(database_url):
+    def latency(value: str) -> float:
+        return make_emulator_app(database_url, STRIPE_EMULATOR_LATENCY=value).extensions["stripe_emulator"].settings.latency
+
+    assert latency("typical") == 0.4 and latency("slow") == 1.25 and latency("off") == 0 and latency("250") == 0.25
+    assert make_emulator_app(database_url).extensions["stripe_emulator"].settings.latency == 0
+    for bad in ("fast", "-5", "1e9"):
+        with pytest.raises(ValueError, match="STRIPE_EMULATOR_LATENCY"):
+            latency(bad)
