@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv import load_dotenv
+from limits import parse_many
 
 BASE_DIR = Path(__file__).resolve().parent
 load_dotenv(BASE_DIR / ".env")
@@ -54,7 +56,7 @@ class Config:
     STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE") or None
     # Production sends the secret key to STRIPE_API_BASE only when this opt-in is set.
     ALLOW_STRIPE_API_BASE = _flag("ALLOW_STRIPE_API_BASE")
-    STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
+    STRIPE_MAX_NETWORK_RETRIES = os.environ.get("STRIPE_MAX_NETWORK_RETRIES") or "2"
     ALLOW_LIVE_PAYMENTS = _flag("ALLOW_LIVE_PAYMENTS")
 
     SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "usd").strip().lower()
@@ -92,7 +94,13 @@ class Config:
     CHECKOUT_LIMIT_PER_IP = os.environ.get("CHECKOUT_LIMIT_PER_IP") or "10 per minute; 30 per hour"
     CHECKOUT_LIMIT_PER_BROWSER = os.environ.get("CHECKOUT_LIMIT_PER_BROWSER") or "5 per minute; 15 per hour"
     # Most of a product's units one client address may hold in unpaid checkouts (README "Inventory").
-    CHECKOUT_STOCK_SHARE = float(os.environ.get("CHECKOUT_STOCK_SHARE") or "0.2")
+    CHECKOUT_STOCK_SHARE = os.environ.get("CHECKOUT_STOCK_SHARE") or "0.2"
+    # How many proxies in front of the shop append to X-Forwarded-For (shop/client_address.py).
+    # A Heroku-style dyno (DYNO set) sits behind exactly one router; anywhere else the default
+    # trusts no header, so a client can't choose its own address.
+    TRUSTED_PROXY_HOPS = os.environ.get("TRUSTED_PROXY_HOPS") or ("1" if os.environ.get("DYNO") else "0")
+    # IPv6 clients are counted by network: a host is given a whole /64.
+    IPV6_CLIENT_PREFIX = os.environ.get("IPV6_CLIENT_PREFIX") or "64"
 
 
 class DevelopmentConfig(Config):
@@ -116,6 +124,8 @@ class TestingConfig(DevelopmentConfig):
     RATELIMIT_ENABLED = False
     CHECKOUT_STOCK_SHARE = 1.0
     REDIS_URL = None
+    # Test clients stand in for the platform's router: they set X-Forwarded-For.
+    TRUSTED_PROXY_HOPS = 1
 
 
 class ProductionConfig(Config):
@@ -127,6 +137,59 @@ CONFIGS: dict[str, type[Config]] = {
     "development": DevelopmentConfig,
     "testing": TestingConfig,
 }
+
+
+@dataclass(frozen=True)
+class Number:
+    """A numeric setting: `kind` (int or float) within [low, high], or above low when `low_open`."""
+
+    kind: type
+    low: float
+    high: float
+    low_open: bool = False
+
+    def parse(self, name: str, value: object) -> int | float:
+        try:
+            number = self.kind(value)
+        except (TypeError, ValueError):
+            number = None
+        if isinstance(value, bool) or number is None or not self._within(number) or (
+            self.kind is int and isinstance(value, float) and value != number
+        ):
+            raise ConfigError(f"Refusing to start: {name}={value!r} must be {self._describe()}.")
+        return number
+
+    def _within(self, number: float) -> bool:
+        above_low = number > self.low if self.low_open else number >= self.low
+        return above_low and number <= self.high
+
+    def _describe(self) -> str:
+        if self.kind is int:
+            return f"a whole number from {self.low:g} to {self.high:g}"
+        return f"a number {'above' if self.low_open else 'from'} {self.low:g} {'and at most' if self.low_open else 'to'} {self.high:g}"
+
+
+NUMERIC_SETTINGS = {
+    "STRIPE_MAX_NETWORK_RETRIES": Number(int, 0, 10),
+    "CHECKOUT_STOCK_SHARE": Number(float, 0, 1, low_open=True),
+    "TRUSTED_PROXY_HOPS": Number(int, 0, 10),
+    "IPV6_CLIENT_PREFIX": Number(int, 1, 128),
+}
+RATE_LIMIT_SETTINGS = ("CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER")
+
+
+def check_settings(config: dict) -> None:
+    """Turn every numeric and rate-limit setting into its value, or refuse the first malformed one in one line.
+
+    Runs in every environment: a setting that can't be read is a mistake wherever it is made.
+    """
+    for name, rule in NUMERIC_SETTINGS.items():
+        config[name] = rule.parse(name, config[name])
+    for name in RATE_LIMIT_SETTINGS:
+        try:
+            parse_many(config[name])
+        except ValueError:
+            raise ConfigError(f"{name}={config[name]!r} is not a rate limit like '10 per minute; 30 per hour'.") from None
 
 
 # Shortest secrets production accepts: a signing key worth its name, a password not guessed online.

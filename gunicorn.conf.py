@@ -10,8 +10,9 @@ graceful_timeout = 20
 keepalive = 5
 accesslog = "-"
 errorlog = "-"
-# Heroku-style routers terminate TLS; the app's ProxyFix trusts one proxy hop.
-forwarded_allow_ips = "*"
+# forwarded_allow_ips is left to gunicorn's default: the FORWARDED_ALLOW_IPS environment variable
+# (Heroku's Python buildpack sets it to '*', for its router), else only 127.0.0.1 and ::1. The app
+# itself trusts X-Forwarded-* only as far as TRUSTED_PROXY_HOPS says (shop/client_address.py).
 control_socket_disable = True
 # Production loads the app once in the master, before forking: an unsafe configuration then
 # stops gunicorn with wsgi.py's one-line error instead of crash-looping every worker. (The app

@@ -10,10 +10,10 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import CONFIGS, ConfigError, check_production
+from config import CONFIGS, ConfigError, check_production, check_settings
 
+from . import client_address
 from .extensions import csrf, db, migrate
 from .ops import OneLineFormatter
 
@@ -31,11 +31,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if not app.config["SQLALCHEMY_DATABASE_URI"] and env_name != "production":
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{os.path.join(app.instance_path, 'shop.sqlite')}"
+    check_settings(app.config)
     if env_name == "production":
         check_production(app.config)
 
     _configure_logging(app)
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
+    client_address.init_app(app)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), os.pardir, "migrations"))

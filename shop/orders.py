@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
 from .extensions import db
 from .models import EventState, Order, OrderItem, Product, utcnow
@@ -269,20 +270,31 @@ def mark_cancelled(order: Order) -> bool:
 
 
 def supersede_earlier_checkouts(order: Order) -> list[str]:
-    """Claim the browser's other open Checkout Sessions, to be expired for this newer order.
+    """Claim the browser's open Checkout Sessions older than its newest one, to be expired.
 
-    Returns their session ids. Each is claimed once (one conditional UPDATE), so concurrent
-    checkouts never ask Stripe twice. The orders keep their status and stock: those change
-    when Stripe's `checkout.session.expired` arrives. The caller commits.
+    Returns the claimed sessions' ids. Only orders older (a smaller id) than the
+    browser's newest order awaiting payment are claimed, so the newest open checkout always
+    survives, and `order` itself is claimed when a newer tab got its session first. Run it in
+    its own transaction after `order`'s session is committed: two tabs' checkouts then each
+    see the other's session (at least the later one does) and exactly one stays payable.
+    Each is claimed once (one conditional UPDATE), so concurrent checkouts never ask Stripe
+    twice. The orders keep their status and stock: those change when Stripe's
+    `checkout.session.expired` arrives. The caller commits.
     """
+    newer = aliased(Order)
+    newest_open = (
+        select(func.max(newer.id))
+        .where(newer.shopper_id == order.shopper_id, newer.status == S.AWAITING_PAYMENT)
+        .scalar_subquery()
+    )
     return list(
         db.session.scalars(
             update(Order)
             .where(
                 Order.shopper_id == order.shopper_id,
-                Order.id != order.id,
                 Order.status == S.AWAITING_PAYMENT,
                 Order.superseded_at.is_(None),
+                Order.id < newest_open,
             )
             .values(superseded_at=utcnow())
             .returning(Order.stripe_session_id)

@@ -4,11 +4,14 @@ Starting a checkout reserves stock until its session expires, so without a bound
 hold the whole catalogue and show every shopper "sold out". Two bounds apply:
 
 - One browser holds one open checkout: starting a new one asks Stripe to expire the
-  browser's earlier open sessions. Their stock comes back when Stripe's
-  `checkout.session.expired` event arrives, as for any expired session.
+  browser's older open sessions (never a newer one: two tabs end with the newer payable).
+  Their stock comes back when Stripe's `checkout.session.expired` event arrives, as for any
+  expired session. A delayed payment still processing (a bank transfer, unpaid for days)
+  can't be expired, so while one is open the browser can't start another checkout.
 - One client address holds at most `CHECKOUT_STOCK_SHARE` of each product's units in unpaid
   checkouts (of what is in stock plus what it already holds), but always at least one full
-  cart. Fresh cookies don't reset this bound; only paying or letting go does.
+  cart. Every unpaid hold counts, processing delayed payments too. Fresh cookies don't reset
+  this bound; only paying or letting go does.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import math
 
 from flask import current_app
 from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
 
 from . import orders, stripe_gateway
 from .extensions import db
@@ -27,12 +31,16 @@ from .orders import OrderStatus, OutOfStock
 
 log = logging.getLogger("shop.reservations")
 
-# Orders that hold stock nobody has paid for yet.
-UNPAID_HOLDS = (OrderStatus.PENDING, OrderStatus.AWAITING_PAYMENT)
+# Orders that hold stock nobody has paid for yet, delayed payments still processing included.
+UNPAID_HOLDS = (OrderStatus.PENDING, OrderStatus.AWAITING_PAYMENT, OrderStatus.PROCESSING)
 
 
 class ShareExceeded(OutOfStock):
     """This client already holds its share of a product; the message is for the shopper."""
+
+
+class PaymentStillProcessing(Exception):
+    """The browser's earlier delayed payment is still open; the message is for the shopper."""
 
 
 def client_key(address: str | None) -> str:
@@ -47,14 +55,22 @@ def share_bound(in_stock: int, held: int, share: float, full_cart: int) -> int:
 
 
 def check_client_share(order: Order, share: float, full_cart: int) -> None:
-    """Raise ShareExceeded if this new order takes its client past the bound on any product.
+    """Raise if this new order takes its client past a bound: ShareExceeded or PaymentStillProcessing.
 
     The `check_bounds` of orders.place_order: it runs once the order's stock is reserved,
     while the products' rows are locked, so concurrent checkouts of the same products count
-    each other here, and raising undoes the order and its reservation.
+    each other here, and raising undoes the order and its reservation. One statement reads
+    both bounds: what the client holds of each product, and the browser's open delayed payment.
     """
+    processing = aliased(Order)
+    open_delayed_payment = (
+        select(processing.public_id)
+        .where(processing.shopper_id == order.shopper_id, processing.status == OrderStatus.PROCESSING)
+        .limit(1)
+        .scalar_subquery()
+    )
     held = db.session.execute(
-        select(Product.id, Product.name, Product.stock, func.sum(OrderItem.quantity))
+        select(Product.id, Product.name, Product.stock, func.sum(OrderItem.quantity), open_delayed_payment)
         .join(OrderItem, OrderItem.product_id == Product.id)
         .join(Order, Order.id == OrderItem.order_id)
         .where(
@@ -65,8 +81,14 @@ def check_client_share(order: Order, share: float, full_cart: int) -> None:
         .group_by(Product.id, Product.name, Product.stock)
         .order_by(Product.id)
     ).all()
+    if held and held[0][4] is not None:
+        raise PaymentStillProcessing(
+            f"Your bank transfer for order {held[0][4]} is still being confirmed, and this browser can hold "
+            "one open checkout at a time. You can start a new one once that payment clears or fails "
+            "(Your orders shows when). Nothing was charged for this one."
+        )
     asked = {item.product_id: item.quantity for item in order.items}
-    for product_id, name, in_stock, units in held:
+    for product_id, name, in_stock, units, _ in held:
         bound = share_bound(in_stock, units, share, full_cart)
         if units > bound:
             already = units - asked[product_id]
@@ -78,17 +100,24 @@ def check_client_share(order: Order, share: float, full_cart: int) -> None:
 
 
 def expire_earlier_checkouts(order: Order) -> None:
-    """Keep one open checkout per browser: ask Stripe to expire the browser's earlier sessions.
+    """Keep one open checkout per browser: ask Stripe to expire the browser's older sessions.
 
     The claim is committed before Stripe is called. If Stripe can't be reached, the session
-    still expires on its own, at its `expires_at`.
+    still expires on its own, at its `expires_at`. The log says what Stripe answered: it
+    refuses to expire a session that was paid (or whose delayed payment started) meanwhile.
     """
     session_ids = orders.supersede_earlier_checkouts(order)
     db.session.commit()
     for session_id in session_ids:
         try:
-            stripe_gateway.expire_checkout_session(session_id)
+            session = stripe_gateway.expire_checkout_session(session_id)
         except stripe_gateway.PaymentProviderError as exc:
             log.warning("could not expire superseded session %s (it expires on its own): %s", session_id, exc)
         else:
-            log.info("expired session %s: its browser started a newer checkout", session_id)
+            if session.status == "expired":
+                log.info("expired session %s: its browser started a newer checkout", session_id)
+            else:
+                log.warning(
+                    "superseded session %s was not expired: Stripe says it is %s, payment %s",
+                    session_id, session.status, session.payment_status,
+                )

@@ -174,14 +174,64 @@ def fresh_browser_form(base: str, address: str) -> tuple[urllib.request.OpenerDi
     return opener, {"csrf_token": CSRF_FIELD.search(page)[1], "checkout_token": TOKEN_FIELD.search(page)[1]}
 
 
-def post_checkout(base: str, address: str, opener: urllib.request.OpenerDirector, fields: dict[str, str]) -> int:
-    body = urlencode({**fields, "quantity-enamel-mug": "1"}).encode()
+def post_checkout(
+    base: str, address: str, opener: urllib.request.OpenerDirector, fields: dict[str, str], cart: dict[str, int] | None = None
+) -> int:
+    quantities = {f"quantity-{slug}": str(quantity) for slug, quantity in (cart or {"enamel-mug": 1}).items()}
+    body = urlencode({**fields, **quantities}).encode()
     request = urllib.request.Request(f"{base}/checkout", data=body, headers={"X-Forwarded-For": address})
     try:
         with opener.open(request, timeout=30) as response:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def test_ipv6_addresses_rotating_inside_one_64_share_one_count(
+    database_url: str, redis_url: str, redis_key_prefix: str
+) -> None:
+    with limited_app(database_url, redis_url, redis_key_prefix) as app:
+        codes = [Browser(app, f"2001:db8:7:7::{n:x}").checkout({"enamel-mug": 1}).status_code for n in range(1, 12)]
+        assert codes == [303] * 10 + [429]  # 10 a minute per client: the /64 is one client
+        assert Browser(app, "2001:db8:7:8::1").checkout({"enamel-mug": 1}).status_code == 303  # another /64
+
+
+def serve_directly(tmp_path: Path, sqlite_template: str, **settings: str) -> tuple[subprocess.Popen, str, Path]:
+    """gunicorn as the Procfile starts it, reached without any proxy in front (no DYNO: no router)."""
+    database = tmp_path / "shop.sqlite"
+    shutil.copy(sqlite_template, database)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = app_env(
+        APP_ENV="development",  # offline: the emulator stands in for Stripe
+        DATABASE_URL=f"sqlite:///{database}",
+        SECRET_KEY="limits-test-" + "x" * 32,
+        STRIPE_EMULATOR_URL=f"{base}/_stripe",
+        STRIPE_EMULATOR_WORKER="0",
+        PORT=str(port),
+        WEB_CONCURRENCY="1",
+        **settings,
+    )
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as output:
+        command = [str(VENV_BIN / "gunicorn"), *procfile()["web"].split()[1:], "--no-control-socket"]
+        server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    wait_until_serving(server, f"{base}/healthz", log)
+    return server, base, log
+
+
+def test_served_directly_a_made_up_x_forwarded_for_changes_nothing(sqlite_template: str, tmp_path: Path) -> None:
+    server, base, _ = serve_directly(tmp_path, sqlite_template, CHECKOUT_STOCK_SHARE="0.2")
+    try:
+        codes = []
+        for n in range(8):  # one client, a fresh cookie and a new made-up address each time
+            spoofed = f"198.51.100.{n + 1}"
+            opener, fields = fresh_browser_form(base, spoofed)
+            codes.append(post_checkout(base, spoofed, opener, fields, MAX_CART))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    assert codes == [303, 303] + [409] * 6  # the share of one client: the connection's own address
 
 
 def test_two_gunicorn_workers_share_one_count_in_redis(
@@ -195,6 +245,7 @@ def test_two_gunicorn_workers_share_one_count_in_redis(
         APP_ENV="development",  # offline: the emulator stands in for Stripe
         DATABASE_URL=f"sqlite:///{database}",
         SECRET_KEY="limits-test-" + "x" * 32,
+        TRUSTED_PROXY_HOPS="1",  # the test's requests stand in for the platform's router
         REDIS_URL=redis_url,
         RATELIMIT_KEY_PREFIX=redis_key_prefix,
         CHECKOUT_LIMIT_PER_IP="4 per minute",

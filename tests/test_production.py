@@ -257,3 +257,17 @@ def test_healthz_answers_503_when_the_database_is_down(tmp_path) -> None:
     assert response.headers["Cache-Control"] == "no-store"
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "platform, logged",
+    [
+        ({}, "client addresses: the connection's own address; X-Forwarded-* headers are ignored (TRUSTED_PROXY_HOPS=0)"),
+        ({"DYNO": "web.1"}, "client addresses: X-Forwarded-For, the address 1 proxy hop(s) from the right (TRUSTED_PROXY_HOPS=1)"),
+        ({"TRUSTED_PROXY_HOPS": "2"}, "client addresses: X-Forwarded-For, the address 2 proxy hop(s) from the right"),
+    ],
+)
+def test_production_logs_which_address_it_trusts(platform: dict[str, str], logged: str) -> None:
+    result = run([str(VENV_BIN / "flask"), "--app", "wsgi", "routes"], app_env(**STRONG_ENV, **platform))
+    assert result.returncode == 0, result.stderr
+    assert logged in result.stdout

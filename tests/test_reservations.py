@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 from flask import Flask
@@ -128,7 +129,7 @@ def shared_app(database_url: str):
 
 
 def test_the_default_share_is_a_fifth_and_always_one_full_cart() -> None:
-    assert Config.CHECKOUT_STOCK_SHARE == 0.2
+    assert Config.CHECKOUT_STOCK_SHARE == "0.2"  # read by config.check_settings
     assert reservations.share_bound(in_stock=100, held=0, share=0.2, full_cart=10) == 20
     assert reservations.share_bound(in_stock=80, held=20, share=0.2, full_cart=10) == 20
     assert reservations.share_bound(in_stock=12, held=0, share=0.2, full_cart=10) == 10
@@ -178,3 +179,130 @@ def test_units_released_by_the_address_can_be_reserved_again(shared_app):
     stripe_emulator.tick(shared_app)
     assert [get_order(shared_app, o.public_id).status for o in held] == ["paid", "cancelled"]
     assert Browser(shared_app, address).checkout({"enamel-mug": 10}).status_code == 303
+
+
+def test_addresses_rotating_inside_one_ipv6_64_hold_one_share(shared_app):
+    answers = [Browser(shared_app, f"2001:db8:1:2::{n:x}").checkout(MAX_CART) for n in range(1, 11)]
+    assert [answer.status_code for answer in answers] == [303, 303] + [409] * 8
+    assert stock(shared_app) == {"field-notebook": 80, "enamel-mug": 80, "canvas-tote": 80}
+    # Another /64 is another client; an IPv4 address still counts alone.
+    assert Browser(shared_app, "2001:db8:1:3::1").checkout(MAX_CART).status_code == 303
+    assert Browser(shared_app, "198.51.100.21").checkout(MAX_CART).status_code == 303
+
+
+# --- Delayed payments still hold stock ------------------------------------------------------------
+
+
+def test_delayed_payments_still_processing_count_toward_the_share(shared_app):
+    address = "203.0.113.50"
+    for _ in range(2):
+        browser = Browser(shared_app, address)
+        order = browser.start(MAX_CART)
+        pay(browser, order.checkout_url, method="bank_transfer")  # completes unpaid: days, for a real transfer
+    stripe_emulator.tick(shared_app)
+    with shared_app.app_context():
+        statuses = db.session.scalars(select(Order.status)).all()
+    assert statuses == ["processing", "processing"]
+
+    refused = Browser(shared_app, address).checkout(MAX_CART)
+    assert refused.status_code == 409
+    assert "and 20 are already waiting for payment from your connection" in refused.get_data(as_text=True)
+    assert stock(shared_app) == {"field-notebook": 80, "enamel-mug": 80, "canvas-tote": 80}
+
+
+def test_a_browser_with_a_bank_transfer_still_processing_is_told_before_a_second_checkout(app, shop):
+    order = shop.start({"enamel-mug": 1})
+    pay(shop, order.checkout_url, method="bank_transfer")
+    stripe_emulator.tick(app)
+    assert get_order(app, order.public_id).status == "processing"
+
+    refused = shop.checkout({"canvas-tote": 1})
+    assert refused.status_code == 409
+    page = refused.get_data(as_text=True)
+    assert "A payment is still in progress" in page
+    assert f"Your bank transfer for order {order.public_id} is still being confirmed" in page
+    assert "Nothing was charged for this one." in page
+    assert stock(app)["canvas-tote"] == 100
+
+    # Once the transfer clears, the browser buys again.
+    stripe_emulator.tick(app, now=time.time() + 10)
+    assert get_order(app, order.public_id).status == "paid"
+    assert shop.checkout({"canvas-tote": 1}).status_code == 303
+
+
+# --- Two tabs, one payable checkout ---------------------------------------------------------------
+
+
+def payable_sessions(app: Flask, public_ids: list[str]) -> list[str]:
+    """Of these orders, the ones whose Checkout Session Stripe would still take a payment on."""
+    with app.app_context():
+        session_ids = db.session.scalars(select(Order.stripe_session_id).where(Order.public_id.in_(public_ids))).all()
+        return [sid for sid in session_ids if sid and stripe_gateway.retrieve_checkout_session(sid)["status"] == "open"]
+
+
+@pytest.mark.postgres_only
+def test_two_tabs_submitting_at_once_end_with_exactly_one_payable_session(app):
+    for _ in range(6):
+        first_tab = ShopClient(app)
+        first_form = first_tab.form_fields()
+        second_tab = ShopClient(app)  # the same browser: its session cookie
+        second_tab.http.set_cookie("session", first_tab.http.get_cookie("session").value)
+        second_form = second_tab.form_fields()
+        barrier = threading.Barrier(2)
+        answers: list[int] = []
+
+        def submit(tab: ShopClient, fields: dict[str, str], barrier: threading.Barrier, answers: list[int]) -> None:
+            barrier.wait()
+            answers.append(tab.checkout({"enamel-mug": 1}, fields=fields).status_code)
+
+        threads = [
+            threading.Thread(target=submit, args=(tab, form, barrier, answers))
+            for tab, form in ((first_tab, first_form), (second_tab, second_form))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(answers) in ([303, 303], [303, 409]), answers
+        stripe_emulator.tick(app)
+        with app.app_context():
+            ids = db.session.scalars(
+                select(Order.public_id).where(Order.checkout_token.in_([first_form["checkout_token"], second_form["checkout_token"]]))
+                .order_by(Order.id)
+            ).all()
+        assert len(ids) == 2
+        assert payable_sessions(app, ids) == [get_order(app, ids[1]).stripe_session_id]  # the newer one
+        assert [get_order(app, public_id).status for public_id in ids] == ["expired", "awaiting_payment"]
+
+
+# --- Saying what is true ----------------------------------------------------------------------
+
+
+def test_a_superseded_checkout_is_not_offered_and_its_form_does_not_lead_to_it(app, shop):
+    first_form = shop.form_fields()
+    first = shop.checkout({"enamel-mug": 1}, fields=first_form)
+    assert first.status_code == 303
+    newer = shop.start({"canvas-tote": 1})
+
+    # Before Stripe's expired event arrives: one payable order, the newer.
+    page = shop.http.get("/").get_data(as_text=True)
+    assert page.count("Continue to payment") == 1
+    assert newer.checkout_url in page and first.headers["Location"] not in page
+    again = shop.checkout({"enamel-mug": 1}, fields=first_form)
+    assert again.status_code == 409
+    assert "You started a newer checkout in this browser, so we asked Stripe to close this one." in again.get_data(as_text=True)
+
+
+def test_the_log_says_when_stripe_refused_to_expire_a_superseded_session(app, shop, caplog):
+    first = shop.start({"enamel-mug": 1})
+    pay(shop, first.checkout_url)  # paid at Stripe; its webhook has not arrived yet
+    logger = logging.getLogger("shop.reservations")
+    logger.addHandler(caplog.handler)
+    try:
+        shop.start({"canvas-tote": 1})
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert f"superseded session {first.stripe_session_id} was not expired: Stripe says it is complete, payment paid" in caplog.text
+    assert f"expired session {first.stripe_session_id}" not in caplog.text
+    stripe_emulator.tick(app)
+    assert get_order(app, first.public_id).status == "paid"

@@ -95,6 +95,7 @@ RECENT_ORDERS_WITH_ITEMS = (
         Order.created_at,
         Order.paid_at,
         Order.checkout_url,
+        Order.superseded_at,
         OrderItem.product_name,
         OrderItem.quantity,
         OrderItem.unit_amount,
@@ -115,7 +116,12 @@ def orders_of(shopper_id: str | None) -> list[OrderSummary]:
     for row in read_rows(RECENT_ORDERS_WITH_ITEMS, {"shopper_id": shopper_id}):
         summary = orders.get(row.id)
         if summary is None:
-            payable = row.status == OrderStatus.AWAITING_PAYMENT and row.created_at > payable_since
+            # A superseded session was just asked to expire: it is not offered, even before Stripe's event.
+            payable = (
+                row.status == OrderStatus.AWAITING_PAYMENT
+                and row.superseded_at is None
+                and row.created_at > payable_since
+            )
             summary = orders[row.id] = OrderSummary(*row[1:8], resume_url=row.checkout_url if payable else None)
         summary.items.append(OrderLine(row.product_name, row.quantity, row.unit_amount))
     return list(orders.values())

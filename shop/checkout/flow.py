@@ -4,9 +4,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
-from flask import current_app, request, url_for
+from flask import current_app, url_for
 
 from .. import orders, reservations, stripe_gateway
+from ..client_address import client_address
 from ..extensions import db
 from ..models import Order
 from ..orders import CartLine, OrderStatus
@@ -22,8 +23,9 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
     return the same session.
 
     A new order must keep its client within its share of each product's stock
-    (reservations.ShareExceeded otherwise, nothing saved), and once its session exists the
-    browser's earlier open sessions are expired: one open checkout per browser.
+    (reservations.ShareExceeded otherwise, nothing saved), its browser must have no delayed
+    payment still processing (reservations.PaymentStillProcessing), and once its session exists
+    the browser's older open sessions are expired: one open checkout per browser.
 
     Raises stripe_gateway.PaymentProviderError after marking the order failed.
     """
@@ -33,7 +35,7 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
         checkout_token,
         lines,
         config["SHOP_CURRENCY"],
-        client_key=reservations.client_key(request.remote_addr),
+        client_key=reservations.client_key(client_address()),
         check_bounds=partial(reservations.check_client_share, share=config["CHECKOUT_STOCK_SHARE"], full_cart=MAX_QUANTITY),
     )
     db.session.commit()

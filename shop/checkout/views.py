@@ -5,7 +5,7 @@ import re
 from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import orders, stripe_gateway
+from .. import orders, reservations, stripe_gateway
 from ..catalog.queries import active_products
 from ..extensions import db
 from ..filters import isodate
@@ -33,6 +33,8 @@ def create():
     except OutOfStock as exc:
         message = f"{exc} Nothing was charged. Please adjust your order and try again."
         return render_template("error.html", title="Not enough stock", message=message), 409
+    except reservations.PaymentStillProcessing as exc:
+        return render_template("error.html", title="A payment is still in progress", message=str(exc)), 409
     except CheckoutTokenConflict:
         message = "This checkout form was already used for another order. Reload the shop and try again."
         return render_template("error.html", title="Form already used", message=message), 409
@@ -42,6 +44,12 @@ def create():
     except stripe_gateway.PaymentProviderError:
         return _payment_unavailable()
 
+    if order.status == OrderStatus.AWAITING_PAYMENT and order.superseded_at is not None:
+        message = (
+            "You started a newer checkout in this browser, so we asked Stripe to close this one. "
+            "Pay in the newer checkout; this one can no longer be paid."
+        )
+        return render_template("error.html", title="Replaced by a newer checkout", message=message), 409
     if order.status == OrderStatus.AWAITING_PAYMENT and order.checkout_url:
         return redirect(order.checkout_url, code=303)
     if order.stripe_session_id and (order.status in PAID_STATES or order.status == OrderStatus.PROCESSING):
