@@ -102,7 +102,7 @@ def main() -> int:
     os.environ.update({
         "APP_ENV": "production", "SECRET_KEY": secret_key, "DATABASE_URL": bench.db_url(name),
         "STRIPE_SECRET_KEY": "sk_test_micro", "STRIPE_WEBHOOK_SECRET": secret, "STRIPE_API_BASE": emulator_url,
-        "ALLOW_STRIPE_API_BASE": "1",
+        "ALLOW_STRIPE_API_BASE": "1", "TRUSTED_PROXY_HOPS": "1",  # the requests' X-Forwarded-For is the router's
     })
     emulator_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")} | {
         "APP_ENV": "development", "SECRET_KEY": "micro-emulator", "DATABASE_URL": bench.db_url(name + "_emu"),
