@@ -64,20 +64,20 @@ def init_app(app: Flask) -> None:
     def sync() -> None:
         """Fetch recent Stripe events and apply any the webhook missed; expire stale orders.
 
-        Goes on past an event that fails, or a payment Stripe can't be asked about, lists every
-        failure, and then exits with status 1.
+        Goes on past an event that fails, or a payment or stale order Stripe can't be asked
+        about, lists every failure, and then exits with status 1.
         """
         report = sync_with_stripe()
         for line in report.outcomes:
             click.echo(line)
-        for line in report.beyond_history + report.overdue_waiting:
+        for line in report.beyond_history + report.overdue_waiting + report.stale_settled:
             click.echo(line)
         for failure in report.failed:
             click.echo(f"FAILED {failure.event_id} {failure.event_type}: {failure.error}", err=True)
-        for line in report.lookup_failed:
+        for line in report.lookup_failed + report.stale_failed:
             click.echo(f"FAILED {line}", err=True)
         click.echo(report.summary())
-        if report.failed or report.lookup_failed:
+        if report.failed or report.lookup_failed or report.stale_failed:
             raise SystemExit(1)
 
     app.cli.add_command(orders_cli)

@@ -3,6 +3,9 @@
 Every verified event ends with a durable state on its row (`EventState`):
 
 - `applied` or `not_ours`: final. A later delivery of the same id is a duplicate.
+- `needs_review`: final too, but it flagged its order for an operator (a payment that doesn't
+  match, or that landed on an order the shop had given up): listed under "Events needing
+  attention" until the operator marks it resolved.
 - `waiting`: it concerns a payment no order is paid through yet (a refund that overtook the
   payment's own events). Its payload is kept, and it is applied in the same transaction
   that pays an order through that payment, whatever the order of arrival.
@@ -32,13 +35,13 @@ from .models import EventState, StripeEvent, utcnow
 from .orders import InvalidEvent
 
 __all__ = [
-    "FINAL_STATES", "HANDLED_EVENT_TYPES", "HANDLERS", "IngestResult", "InvalidEvent", "apply_session_read_back",
-    "ingest", "validate",
+    "FINAL_STATES", "HANDLED_EVENT_TYPES", "HANDLERS", "IngestResult", "InvalidEvent", "apply_session_as_read",
+    "apply_session_read_back", "ingest", "validate",
 ]
 
 log = logging.getLogger("shop.events")
 
-FINAL_STATES = frozenset({EventState.APPLIED, EventState.NOT_OURS})
+FINAL_STATES = frozenset({EventState.APPLIED, EventState.NEEDS_REVIEW, EventState.NOT_OURS})
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,22 @@ def apply_session_read_back(event_type: str, session: Mapping[str, Any]) -> orde
         db.session.rollback()
         raise
     return outcome
+
+
+# A Checkout Session's (status, payment_status) as Stripe reports it, and the event that says so.
+EVENT_FOR_SESSION_STATE = {
+    ("expired", "unpaid"): orders.SESSION_EXPIRED,
+    ("complete", "paid"): orders.SESSION_COMPLETED,
+    ("complete", "unpaid"): orders.SESSION_COMPLETED,  # a delayed payment: processing, or failed since
+}
+
+
+def apply_session_as_read(session: Mapping[str, Any]) -> orders.Outcome | None:
+    """Apply a session read from Stripe as the event its state stands for; None if none does (open). Commits."""
+    event_type = EVENT_FOR_SESSION_STATE.get((session.get("status"), session.get("payment_status")))
+    if event_type is None:
+        return None
+    return apply_session_read_back(event_type, session)
 
 
 def ingest(event: Mapping[str, Any]) -> IngestResult:

@@ -113,9 +113,12 @@ class OrderItem(db.Model):
 
 
 class EventState(StrEnum):
-    """Where a recorded Stripe event stands. Only `applied` and `not_ours` are final."""
+    """Where a recorded Stripe event stands. Only `applied`, `needs_review` and `not_ours` are final."""
 
     APPLIED = "applied"  # it concerned an order and was handled (changed it, or found nothing to change)
+    # It concerned an order and flagged it for an operator (money Stripe took that the order can't
+    # simply take): final, and listed under "Events needing attention" until marked resolved.
+    NEEDS_REVIEW = "needs_review"
     NOT_OURS = "not_ours"  # it concerns nothing of this shop's
     WAITING = "waiting"  # kept until an order learns (or is paid through) the payment intent `waiting_for`
     FAILED = "failed"  # handling raised; `error` says why, and a retry handles it again

@@ -303,25 +303,37 @@ def supersede_earlier_checkouts(order: Order) -> list[str]:
     )
 
 
-def expire_stale_pending(older_than: timedelta, now: datetime | None = None) -> int:
-    """Expire orders stuck in `pending` (the process died before a session existed)."""
+def stale_pending_orders(older_than: timedelta, now: datetime | None = None) -> list[Order]:
+    """Orders still `pending` (no Checkout Session recorded) placed more than `older_than` ago, oldest first."""
     cutoff = (now or utcnow()) - older_than
-    stale = db.session.scalars(select(Order).where(Order.status == S.PENDING, Order.created_at < cutoff)).all()
-    expired = sum(_transition(order, S.EXPIRED) for order in stale)
-    if expired:
-        log.warning("expired %d stale pending order(s)", expired)
-    return expired
+    return list(
+        db.session.scalars(
+            select(Order).where(Order.status == S.PENDING, Order.created_at < cutoff).order_by(Order.created_at)
+        )
+    )
+
+
+def give_up_pending(order: Order) -> bool:
+    """Expire an order that never recorded a Checkout Session, and return its stock.
+
+    Only while it is still `pending`: the caller has made sure Stripe holds no session it could
+    be paid through (see `stale_orders`), and an order that took its session meanwhile is not stale.
+    """
+    return _transition(order, S.EXPIRED, sources=frozenset({S.PENDING}))
 
 
 def flag_for_review(order: Order, reason: str) -> Outcome:
-    """Mark the order for an operator to look at, and log why. Its status doesn't change."""
+    """Mark the order for an operator to look at, and log why. Its status doesn't change.
+
+    The event that caused it is listed under "Events needing attention" (`needs_review`).
+    """
     order_id = order.id
     log.error("order %s needs review: %s", order.public_id, reason)
     db.session.execute(
         update(Order).where(Order.id == order_id).values(review_reason=reason[:500], updated_at=utcnow())
     )
     db.session.expire(order)
-    return Outcome(f"flagged for review: {reason}", order_id)
+    return Outcome(f"flagged for review: {reason}", order_id, state=EventState.NEEDS_REVIEW)
 
 
 def _payment_mismatch(order: Order, amount: Any, currency: Any) -> str | None:
@@ -358,13 +370,19 @@ def _lock_payment(payment_intent: str) -> None:
 def apply_session_event(event_type: str, session: Mapping[str, Any]) -> Outcome:
     """Apply a verified `checkout.session.*` event to the order it belongs to.
 
-    Only the shop's own sessions are checked against an order; any other session (another
+    The shop's own sessions are checked against an order; any other session (another
     integration's, a setup or subscription session, `stripe trigger`) is not ours, whatever
-    its amounts.
+    its amounts. A session no order has recorded but whose `client_reference_id` (or
+    `metadata[order_id]`) names one of the shop's orders is never "not ours": see
+    `_order_naming`.
     """
     order = db.session.scalar(select(Order).where(Order.stripe_session_id == session["id"]))
     if order is None:
-        return Outcome("not ours: no order has this checkout session", state=EventState.NOT_OURS)
+        order = _order_naming(session)
+        if order is None:
+            return Outcome("not ours: no order has this checkout session", state=EventState.NOT_OURS)
+        if order.stripe_session_id != session["id"]:
+            return _session_of_an_order_that_moved_on(event_type, session, order)
     if session.get("client_reference_id") != order.public_id:
         return flag_for_review(order, f"session {session['id']} names another order")
 
@@ -400,6 +418,62 @@ def apply_session_event(event_type: str, session: Mapping[str, Any]) -> Outcome:
         paid_through = payment_intent if target == S.PAID else None
         return Outcome(f"order {target}", order_id, paid_through=paid_through)
     return Outcome(f"no change: order already {order.status}", order_id)
+
+
+def _named_order_id(session: Mapping[str, Any]) -> str | None:
+    """The order a session names: its `client_reference_id`, else `metadata[order_id]` (the checkout sets both)."""
+    metadata = session.get("metadata")
+    for reference in (session.get("client_reference_id"), metadata.get("order_id") if isinstance(metadata, Mapping) else None):
+        if isinstance(reference, str) and reference:
+            return reference
+    return None
+
+
+def _order_naming(session: Mapping[str, Any]) -> Order | None:
+    """The order a session no order has recorded names, with the session recorded on it if it can be.
+
+    The process may have died between Stripe creating the session and the shop recording it:
+    the order is then still `pending`, and it takes the session now (one conditional UPDATE,
+    so a concurrent delivery or the checkout itself recording it is no problem), and the event
+    is applied as usual with all its checks. Any other order is returned as it is.
+    """
+    public_id = _named_order_id(session)
+    order = None if public_id is None else db.session.scalar(select(Order).where(Order.public_id == public_id))
+    if order is None or session.get("client_reference_id") != order.public_id:
+        return order
+    order_id = order.id
+    payment_intent = _stripe_id(session.get("payment_intent"))
+    if payment_intent:
+        _lock_payment(payment_intent)  # the payment's lock before the order's row, as everywhere else
+    recorded = db.session.execute(
+        update(Order)
+        .where(Order.id == order_id, Order.status == S.PENDING, Order.stripe_session_id.is_(None))
+        .values(status=S.AWAITING_PAYMENT, stripe_session_id=session["id"], updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.expire(order)
+    if recorded:
+        log.warning("order %s -> %s: took its checkout session %s from Stripe's event", public_id, S.AWAITING_PAYMENT, session["id"])
+    return order
+
+
+def _session_of_an_order_that_moved_on(event_type: str, session: Mapping[str, Any], order: Order) -> Outcome:
+    """An event for a session that names an order that was given up, or has another session.
+
+    A payment (or a delayed one starting) is money Stripe took for an order the shop no longer
+    offers: the order is flagged and the event listed as needing attention, never dropped.
+    Anything else (the session expired, its delayed payment failed) changes nothing.
+    """
+    state = order.status if order.stripe_session_id is None else f"{order.status} with session {order.stripe_session_id}"
+    if event_type in (SESSION_COMPLETED, SESSION_ASYNC_SUCCEEDED):
+        amount = f"{session.get('amount_total')} {session.get('currency')}"
+        return flag_for_review(
+            order,
+            f"{event_type} ({session.get('payment_status')}, {amount}, payment {session.get('payment_intent')}) for "
+            f"session {session['id']}, which names this order, while the order was {state}: "
+            "refund it in the Stripe Dashboard or fulfil the order",
+        )
+    return Outcome(f"no change: session {session['id']} names order {order.public_id}, which is {state}", order.id)
 
 
 # What `apply_session_event` does for the webhook's common case, a paid

@@ -14,9 +14,10 @@ payment, record the outcome, COMMIT. Here it is one pipelined batch, then COMMIT
 
 It commits only if an order was paid; otherwise it rolls back, having changed nothing, and
 the general intake handles the event (a repeat, a mismatch, a refund waiting for this
-payment, an order already paid, expired or unknown, an error). So this path only ever does
-what the general one would have done, with the same locks in the same order. PostgreSQL
-only: elsewhere every event takes the general way.
+payment, an order already paid, expired or unknown, an order that has not recorded this
+session yet, an error). So this path only ever does what the general one would have done,
+with the same locks in the same order. PostgreSQL only: elsewhere every event takes the
+general way.
 """
 from __future__ import annotations
 

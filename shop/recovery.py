@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from . import events, orders, stripe_gateway
+from . import events, orders, stale_orders, stripe_gateway
 from .extensions import db
 from .models import EventState, Order, StripeEvent, utcnow
 
@@ -65,6 +65,9 @@ class SyncReport:
     overdue_waiting: list[str] = field(default_factory=list)
     not_ours: int = 0  # waiting events resolved as another integration's this sync
     lookup_failed: list[str] = field(default_factory=list)  # payments Stripe wasn't asked about: still waiting
+    # One line per stale pending order whose Checkout Session Stripe had, and what it said.
+    stale_settled: list[str] = field(default_factory=list)
+    stale_failed: list[str] = field(default_factory=list)  # stale orders left pending: Stripe couldn't be asked
 
     def summary(self) -> str:
         summary = (
@@ -72,6 +75,8 @@ class SyncReport:
             f"{self.invalid} invalid, {len(self.failed)} failed; {self.waiting} waiting for their payment; "
             f"{self.stale_expired} stale pending order(s) expired."
         )
+        if self.stale_failed:
+            summary += f" {len(self.stale_failed)} stale order(s) left pending: Stripe could not be asked."
         if self.beyond_history:
             summary += (
                 f" {len(self.beyond_history)} open order(s) older than Stripe's {EVENT_HISTORY.days}-day event "
@@ -120,7 +125,8 @@ def sync_with_stripe() -> SyncReport:
         _ingest(event, report)
     report.beyond_history = _reconcile_beyond_history(datetime.fromtimestamp(start, UTC))
     _resolve_overdue_waiting(report)
-    report.stale_expired = orders.expire_stale_pending(timedelta(minutes=current_app.config["STALE_PENDING_MINUTES"]))
+    stale = stale_orders.sweep(timedelta(minutes=current_app.config["STALE_PENDING_MINUTES"]))
+    report.stale_expired, report.stale_settled, report.stale_failed = stale.expired, stale.lines, stale.failed
     report.waiting = db.session.scalar(
         select(func.count()).select_from(StripeEvent).where(StripeEvent.state == EventState.WAITING)
     ) or 0
@@ -145,14 +151,6 @@ def _ingest(event: dict, report: SyncReport) -> None:
         report.outcomes.append(f"{event['id']} {event['type']}: {result.outcome}")
 
 
-# A Checkout Session's (status, payment_status) as Stripe reports it, and the event that says so.
-EVENT_FOR_SESSION_STATE = {
-    ("expired", "unpaid"): orders.SESSION_EXPIRED,
-    ("complete", "paid"): orders.SESSION_COMPLETED,
-    ("complete", "unpaid"): orders.SESSION_COMPLETED,  # a delayed payment: processing, or failed since
-}
-
-
 def _reconcile_beyond_history(before: datetime) -> list[str]:
     """Open orders placed before `before` may have events Stripe no longer lists: read each
     one's Checkout Session back from Stripe and apply what it says.
@@ -174,7 +172,7 @@ def _reconcile_beyond_history(before: datetime) -> list[str]:
         try:
             session = stripe_gateway.retrieve_checkout_session(session_id)
             state = (session.get("status"), session.get("payment_status"))
-            outcome = _apply_session(session)
+            outcome = events.apply_session_as_read(session)
             if outcome is None:
                 lines.append(f"{public_id}: session {session_id} is {state[0]}, {state[1]}; left as it is")
                 continue
@@ -187,14 +185,6 @@ def _reconcile_beyond_history(before: datetime) -> list[str]:
             log.error("could not reconcile order %s from its session: %s", public_id, exc)
             lines.append(f"{public_id}: could not read its Checkout Session: {type(exc).__name__}: {exc}")
     return lines
-
-
-def _apply_session(session: dict) -> orders.Outcome | None:
-    """Apply a session read from Stripe as the event its state stands for; None if none does (open)."""
-    event_type = EVENT_FOR_SESSION_STATE.get((session.get("status"), session.get("payment_status")))
-    if event_type is None:
-        return None
-    return events.apply_session_read_back(event_type, session)
 
 
 def _resolve_overdue_waiting(report: SyncReport) -> None:
@@ -252,7 +242,7 @@ def _resolve_payment(payment_intent: str, session: dict | None, report: SyncRepo
         report.not_ours += resolved
         log.info("%d event(s) waiting for %s are not ours: %s", resolved, payment_intent, why)
         return f"not ours ({why}): {resolved} event(s) resolved"
-    outcome = _apply_session(session)
+    outcome = events.apply_session_as_read(session)
     state = f"{session.get('status')}, {session.get('payment_status')}"
     if outcome is None:
         return f"its session {session['id']} is {state}; still waiting"

@@ -145,7 +145,13 @@ def checkout_session_of_payment(payment_intent: str) -> dict[str, Any] | None:
 
 
 def expire_checkout_session(session_id: str) -> SessionState:
-    """Expire an open session so it can no longer be paid, and say how it stands afterwards.
+    """Expire an open session so it can no longer be paid, and say how it stands afterwards."""
+    session = expire_or_read_back(session_id)
+    return SessionState(status=session.get("status") or "", payment_status=session.get("payment_status") or "")
+
+
+def expire_or_read_back(session_id: str) -> dict[str, Any]:
+    """Expire an open session so it can no longer be paid; the session as it then stands, as a plain dict.
 
     Stripe refuses to expire a session that is no longer open (it may have just been paid):
     then the session is read back, so the caller learns the truth instead of assuming it.
@@ -158,7 +164,21 @@ def expire_checkout_session(session_id: str) -> SessionState:
             session = sessions.retrieve(session_id)
     except stripe.StripeError as exc:
         raise PaymentProviderError(str(exc)) from exc
-    return SessionState(status=session.status or "", payment_status=session.payment_status or "")
+    return session.to_dict()
+
+
+def checkout_sessions_naming(order_public_id: str, created_from: datetime, created_to: datetime) -> list[dict[str, Any]]:
+    """The Checkout Sessions created in [created_from, created_to] whose `client_reference_id` is the order's.
+
+    Stripe's session list can't filter on `client_reference_id`, but it filters on `created`:
+    the caller bounds when the order's sessions can have been created (see `stale_orders`).
+    """
+    params = {"created": {"gte": int(created_from.timestamp()), "lte": int(created_to.timestamp())}, "limit": 100}
+    try:
+        page = _client().v1.checkout.sessions.list(params=params)  # type: ignore[arg-type]
+        return [session.to_dict() for session in page.auto_paging_iter() if session.client_reference_id == order_public_id]
+    except stripe.StripeError as exc:
+        raise PaymentProviderError(str(exc)) from exc
 
 
 def refund_remaining(order: Order, attempt: str) -> None:

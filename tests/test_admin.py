@@ -425,13 +425,37 @@ def test_failed_and_waiting_events_are_listed_and_a_retry_applies_them(operator,
     assert operator.post_form(f"/admin/events/{payment['id']}/retry").status_code == 303
 
     after = operator.get("/admin/events").get_data(as_text=True)
-    assert "order paid" in after and "No Stripe event has failed, and none is waiting." in after
+    assert "order paid" in after and "No Stripe event has failed, none is waiting, and none flagged an order." in after
     assert "Events needing attention (0)" in after
     assert get_order(admin_app, order.public_id).status == "refunded"
     detail = operator.get(f"/admin/orders/{order.public_id}").get_data(as_text=True)
     assert detail.count("<td>applied, ") == 2  # the payment, and the refund that waited for it
     assert operator.post_form(f"/admin/events/{payment['id']}/retry").status_code == 404  # final now
     assert operator.post_form("/admin/events/evt_unknown/retry").status_code == 404
+
+
+def test_a_payment_on_an_order_given_up_is_listed_until_marked_resolved(operator, admin_app, shop) -> None:
+    order = shop.start({"enamel-mug": 1})
+    with admin_app.app_context():
+        db.session.execute(update(Order).where(Order.id == order.id).values(status="expired", stripe_session_id=None))
+        db.session.commit()
+    payment = session_event(order, "checkout.session.completed", id="cs_test_lost", payment_intent="pi_lost")
+    assert post_event(admin_app, payment).status_code == 200
+
+    page = operator.get("/admin/events").get_data(as_text=True)
+
+    assert "Events needing attention (1)" in page
+    assert payment["id"] in page and "needs review" in page and "pi_lost" in page
+    assert f'href="/admin/orders/{order.public_id}"' in page
+    assert operator.post_form(f"/admin/events/{payment['id']}/retry").status_code == 404  # nothing to retry
+    assert operator.post_form(f"/admin/events/{payment['id']}/resolved").status_code == 303
+
+    assert f"Event {payment['id']} marked resolved." in operator.get("/admin/events").get_data(as_text=True)
+    after = operator.get("/admin/events").get_data(as_text=True)
+    assert "Events needing attention (0)" in after and payment["id"] not in after
+    detail = operator.get(f"/admin/orders/{order.public_id}").get_data(as_text=True)
+    assert "resolved by the operator" in detail and "Needs review" in detail  # the order keeps its flag
+    assert operator.post_form(f"/admin/events/{payment['id']}/resolved").status_code == 404
 
 
 def test_sync_flashes_each_failed_event(operator, admin_app, shop, monkeypatch) -> None:

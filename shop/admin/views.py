@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from .. import recovery, stripe_gateway
@@ -31,11 +31,15 @@ CSV_HEADER = (
 )
 
 
+# Events an operator must look at: handling failed, waits for a payment, or flagged an order.
+NEEDING_ATTENTION = (EventState.FAILED, EventState.WAITING, EventState.NEEDS_REVIEW)
+
+
 @bp.context_processor
 def events_needing_attention() -> dict[str, int]:
-    """How many Stripe events failed or wait, for the navigation on every operator page."""
-    waiting_or_failed = StripeEvent.state.in_([EventState.FAILED, EventState.WAITING])
-    return {"events_needing_attention": db.session.scalar(select(func.count()).select_from(StripeEvent).where(waiting_or_failed)) or 0}
+    """How many Stripe events need the operator, for the navigation on every operator page."""
+    needing = StripeEvent.state.in_(NEEDING_ATTENTION)
+    return {"events_needing_attention": db.session.scalar(select(func.count()).select_from(StripeEvent).where(needing)) or 0}
 
 
 @bp.app_template_filter("from_unix")
@@ -151,19 +155,38 @@ def sync() -> ResponseReturnValue:
             flash(f"Event {failure.event_id} ({failure.event_type}) failed: {failure.error}", "error")
         for line in report.lookup_failed:
             flash(f"Refunds waiting for payment {line}", "error")
+        for line in report.stale_failed:
+            flash(f"Stale order {line}", "error")
     return redirect(url_for(".orders"), code=303)
 
 
 @bp.get("/events")
 def events() -> ResponseReturnValue:
-    """Stripe events that failed or wait for their payment, newest first."""
-    rows = db.session.scalars(
-        select(StripeEvent)
-        .where(StripeEvent.state.in_([EventState.FAILED, EventState.WAITING]))
+    """Stripe events that failed, wait for their payment or flagged an order, newest first."""
+    rows = db.session.execute(
+        select(StripeEvent, Order.public_id)
+        .outerjoin(Order, Order.id == StripeEvent.order_id)
+        .where(StripeEvent.state.in_(NEEDING_ATTENTION))
         .order_by(StripeEvent.created.desc(), StripeEvent.id)
         .limit(EVENTS_SHOWN)
     ).all()
     return render_template("admin/events.html", events=rows)
+
+
+@bp.post("/events/<event_id>/resolved")
+def resolve_event(event_id: str) -> ResponseReturnValue:
+    """The operator has dealt with an event that flagged its order: it leaves the list."""
+    resolved = db.session.execute(
+        update(StripeEvent)
+        .where(StripeEvent.id == event_id, StripeEvent.state == EventState.NEEDS_REVIEW)
+        .values(state=EventState.APPLIED, outcome=func.substr(StripeEvent.outcome + " (resolved by the operator)", 1, 500))
+    ).rowcount
+    db.session.commit()
+    if not resolved:
+        abort(404, "No event needing review has this id.")
+    log.info("event %s marked resolved by the operator", event_id)
+    flash(f"Event {event_id} marked resolved.")
+    return redirect(url_for(".events"), code=303)
 
 
 @bp.post("/events/<event_id>/retry")

@@ -245,6 +245,13 @@ def _cursor(values: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _created_in(query: Select, column: Any, values: Mapping[str, Any]) -> Select:
+    """The `created` filter (`created[gt|gte|lt|lte]`, or `created=<ts>`) of a list request."""
+    for op, value in values.get("created", {}).items():
+        query = query.where({"gt": column > value, "gte": column >= value, "lt": column < value, "lte": column <= value}[op])
+    return query
+
+
 def _session_or_404(session_id: str) -> CheckoutSession:
     session = core.get_session(session_id, _settings(), time.time())
     if session is None:
@@ -276,7 +283,8 @@ def create_checkout_session() -> Response:
 
 @bp.get("/checkout/sessions")
 def list_checkout_sessions() -> Response:
-    """Sessions newest first; `payment_intent` narrows them to the (at most one) that created it."""
+    """Sessions newest first; `payment_intent` narrows them to the (at most one) that created it,
+    `created` to those created in a range of time."""
 
     def handler() -> dict[str, Any]:
         values = _params(LIST_SESSIONS_PARAMS)
@@ -285,6 +293,7 @@ def list_checkout_sessions() -> Response:
         query = select(CheckoutSession)
         if "payment_intent" in values:
             query = query.where(CheckoutSession.payment_intent == values["payment_intent"])
+        query = _created_in(query, CheckoutSession.created, values)
         limit = values.get("limit", 10)
         backwards = cursor is not None and cursor[0] == "ending_before"
         position = tuple_(CheckoutSession.created, CheckoutSession.id)
@@ -400,11 +409,7 @@ def list_events() -> Response:
         if "delivery_success" in values:  # delivered to the endpoint, or still pending / given up
             delivered = exists().where(Delivery.event_id == Event.id, Delivery.status == "delivered")
             query = query.where(delivered if values["delivery_success"] else ~delivered)
-        for op, value in values.get("created", {}).items():
-            column = Event.created
-            query = query.where(
-                {"gt": column > value, "gte": column >= value, "lt": column < value, "lte": column <= value}[op]
-            )
+        query = _created_in(query, Event.created, values)
         limit = values.get("limit", 10)
         backwards = cursor is not None and cursor[0] == "ending_before"
         # Newest first by `created` (`seq` orders events of one second); a page before

@@ -228,12 +228,13 @@ LIST_PARAMS: Mapping[str, Field] = {
     "expand": EXPAND,
 }
 
+_RANGE = Field("object", fields={op: Field("integer") for op in ("gt", "gte", "lt", "lte")})
+
 LIST_SESSIONS_PARAMS: Mapping[str, Field] = {
     **LIST_PARAMS,
     "payment_intent": Field("string"),
+    "created": _RANGE,
 }
-
-_RANGE = Field("object", fields={op: Field("integer") for op in ("gt", "gte", "lt", "lte")})
 
 LIST_EVENTS_PARAMS: Mapping[str, Field] = {
     **LIST_PARAMS,

@@ -66,7 +66,7 @@ def test_a_refund_of_a_payment_stripe_has_no_session_for_is_resolved_as_not_ours
     assert outcome_of(app, refund["id"]) == "not ours: Stripe has no Checkout Session for this payment"
     assert "1 waiting event(s) found to be another integration's payment" in result.output
     page = waiting_page(app)
-    assert refund["id"] not in page and "No Stripe event has failed, and none is waiting." in page
+    assert refund["id"] not in page and "No Stripe event has failed, none is waiting, and none flagged an order." in page
 
 
 def refunded_foreign_payment(now: float) -> list[foreign.ForeignEvent]:
@@ -197,4 +197,6 @@ def test_a_refund_through_a_session_that_only_names_one_of_our_orders_keeps_wait
     assert result.exit_code == 0, result.output
     assert f"names order {order.public_id}, which was never given that session" in result.output
     assert event_state(app, refund_id)[0] == "waiting"
-    assert get_order(app, order.public_id).status == "awaiting_payment"
+    flagged = get_order(app, order.public_id)
+    assert flagged.status == "awaiting_payment"
+    assert f"session {stranger.id}, which names this order" in flagged.review_reason  # its payment, listed for the operator
