@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +196,15 @@ def check_settings(config: dict) -> None:
 # Shortest secrets production accepts: a signing key worth its name, a password not guessed online.
 MIN_SECRET_KEY_LENGTH = 32
 MIN_ADMIN_PASSWORD_LENGTH = 12
+# zxcvbn's estimates: SECRET_KEY must take at least 10^24 guesses (about 80 bits: no offline
+# search of a session signature finds it); ADMIN_PASSWORD at least score 3 ("safely
+# unguessable": 10^8 guesses, beyond any online attack the login throttle lets through).
+MIN_SECRET_KEY_GUESSES_LOG10 = 24
+MIN_ADMIN_PASSWORD_SCORE = 3
+# zxcvbn reads at most this many characters; a longer secret is judged by its start.
+ZXCVBN_MAX_LENGTH = 72
+STRIPE_KEY = re.compile(r"(sk|rk)_(test|live)_[A-Za-z0-9]+")
+WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
 
 
 def check_production(config: dict) -> None:
@@ -225,23 +235,51 @@ def check_production(config: dict) -> None:
     _check_weak_settings(config)
 
 
+def _guesses_log10(secret: str, *related: str) -> tuple[float, int]:
+    """zxcvbn's estimate of how many guesses find `secret` (log10), and its 0-4 score."""
+    from zxcvbn import zxcvbn  # 40 ms of word lists: loaded only where production is checked
+
+    estimate = zxcvbn(secret[:ZXCVBN_MAX_LENGTH], user_inputs=[word for word in related if word])
+    return estimate["guesses_log10"], estimate["score"]
+
+
 def _check_weak_settings(config: dict) -> None:
-    if len(config["SECRET_KEY"]) < MIN_SECRET_KEY_LENGTH:
+    refuse = "Refusing to start in production: "
+    secret_key = str(config["SECRET_KEY"])
+    if len(secret_key) < MIN_SECRET_KEY_LENGTH:
         raise ConfigError(
-            f"Refusing to start in production: SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters. "
+            f"{refuse}SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters. "
             "Use a long random one, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(48))'."
         )
-    if config.get("ADMIN_USERNAME") and len((config.get("ADMIN_PASSWORD") or "").strip()) < MIN_ADMIN_PASSWORD_LENGTH:
+    if _guesses_log10(secret_key)[0] < MIN_SECRET_KEY_GUESSES_LOG10:
         raise ConfigError(
-            f"Refusing to start in production: ADMIN_USERNAME is set but ADMIN_PASSWORD is shorter than "
-            f"{MIN_ADMIN_PASSWORD_LENGTH} characters. Set a long random password, or unset ADMIN_USERNAME."
+            f"{refuse}SECRET_KEY is easy to guess (repeated characters, words or a pattern). "
+            "Use a random one, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(48))'."
         )
-    if not str(config["STRIPE_SECRET_KEY"]).startswith(("sk_", "rk_")):
+    if config.get("ADMIN_USERNAME"):
+        password = (config.get("ADMIN_PASSWORD") or "").strip()
+        if len(password) < MIN_ADMIN_PASSWORD_LENGTH:
+            raise ConfigError(
+                f"{refuse}ADMIN_USERNAME is set but ADMIN_PASSWORD is shorter than "
+                f"{MIN_ADMIN_PASSWORD_LENGTH} characters. Set a long random password, or unset ADMIN_USERNAME."
+            )
+        if _guesses_log10(password, config["ADMIN_USERNAME"], "admin", "operator", "shop")[1] < MIN_ADMIN_PASSWORD_SCORE:
+            raise ConfigError(
+                f"{refuse}ADMIN_PASSWORD is easy to guess (repeated characters, a common word or the username). "
+                "Set a random one, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(24))'."
+            )
+    if not STRIPE_KEY.fullmatch(str(config["STRIPE_SECRET_KEY"])):
         raise ConfigError(
-            "Refusing to start in production: STRIPE_SECRET_KEY must be a secret (sk_...) or restricted (rk_...) key."
+            f"{refuse}STRIPE_SECRET_KEY must be a secret (sk_...) or restricted (rk_...) key, "
+            "e.g. sk_test_ followed by the rest of the key from the Dashboard."
+        )
+    if not all(WEBHOOK_SECRET.fullmatch(secret) for secret in config["STRIPE_WEBHOOK_SECRETS"]):
+        raise ConfigError(
+            f"{refuse}STRIPE_WEBHOOK_SECRET must be Stripe's signing secret (whsec_...), "
+            "or several of them separated by commas while rotating."
         )
     if config.get("STRIPE_API_BASE") and not config.get("ALLOW_STRIPE_API_BASE"):
         raise ConfigError(
-            "Refusing to start in production: STRIPE_API_BASE would send the secret key to "
+            f"{refuse}STRIPE_API_BASE would send the secret key to "
             f"{config['STRIPE_API_BASE']}; unset it, or set ALLOW_STRIPE_API_BASE=1 if that host is yours."
         )

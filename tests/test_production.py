@@ -22,7 +22,7 @@ def production_settings(database_url: str = "sqlite:///:memory:", **overrides: A
     return {
         "APP_ENV": "production",
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SECRET_KEY": "a-long-random-production-secret-key",
+        "SECRET_KEY": "Jq4vN8-rT2wXc6LpZ0aHs9YbEm3KdUf7",
         "STRIPE_SECRET_KEY": "sk_test_dummy",
         "STRIPE_WEBHOOK_SECRETS": ["whsec_dummy"],
         "DEBUG": False,
@@ -92,12 +92,12 @@ def test_an_unknown_app_env_is_refused() -> None:
 # A production environment that starts; each weak variant below changes one setting.
 STRONG_ENV = {
     "APP_ENV": "production",
-    "SECRET_KEY": "x" * 32,
+    "SECRET_KEY": "Jq4vN8-rT2wXc6LpZ0aHs9YbEm3KdUf7",
     "DATABASE_URL": "sqlite:///:memory:",
     "STRIPE_SECRET_KEY": "sk_test_dummy",
     "STRIPE_WEBHOOK_SECRET": "whsec_dummy",
     "ADMIN_USERNAME": "operator",
-    "ADMIN_PASSWORD": "p" * 12,
+    "ADMIN_PASSWORD": "kettle-Orbit-93-lantern",
 }
 
 
@@ -122,7 +122,7 @@ STRONG_ENV = {
         ),
         (
             {"STRIPE_SECRET_KEY": "pk_test_abc"},
-            "Error: Refusing to start in production: STRIPE_SECRET_KEY must be a secret (sk_...) or restricted (rk_...) key.",
+            "Error: Refusing to start in production: STRIPE_SECRET_KEY must be a secret (sk_...) or restricted (rk_...) key,",
         ),
         (
             {"STRIPE_API_BASE": "https://api.example.net"},
@@ -143,6 +143,68 @@ def test_the_strong_production_environment_starts() -> None:
     result = run([str(VENV_BIN / "flask"), "--app", "wsgi", "routes"], app_env(**STRONG_ENV))
     assert result.returncode == 0, result.stderr
     assert "/checkout" in result.stdout
+
+
+EASY_TO_GUESS = "Error: Refusing to start in production: SECRET_KEY is easy to guess"
+WEAK_PASSWORD = "Error: Refusing to start in production: ADMIN_PASSWORD is easy to guess"
+NOT_A_KEY = "Error: Refusing to start in production: STRIPE_SECRET_KEY must be a secret (sk_...) or restricted (rk_...) key,"
+NOT_A_SIGNING_SECRET = "Error: Refusing to start in production: STRIPE_WEBHOOK_SECRET must be Stripe's signing secret (whsec_...)"
+
+
+@pytest.mark.parametrize(
+    "weak, message",
+    [
+        ({"SECRET_KEY": " " * 32}, EASY_TO_GUESS),
+        ({"SECRET_KEY": "a" * 32}, EASY_TO_GUESS),
+        ({"SECRET_KEY": "abcdefghijklmnopqrstuvwxyz012345"}, EASY_TO_GUESS),
+        ({"ADMIN_PASSWORD": "aaaaaaaaaaaa"}, WEAK_PASSWORD),
+        ({"ADMIN_PASSWORD": "password1234"}, WEAK_PASSWORD),
+        ({"ADMIN_PASSWORD": "operatoroperator"}, WEAK_PASSWORD),
+        ({"STRIPE_SECRET_KEY": "sk_"}, NOT_A_KEY),
+        ({"STRIPE_SECRET_KEY": "sk_test_"}, NOT_A_KEY),
+        ({"STRIPE_SECRET_KEY": "rk_live"}, NOT_A_KEY),
+        ({"STRIPE_WEBHOOK_SECRETS": ["x"]}, NOT_A_SIGNING_SECRET),
+        ({"STRIPE_WEBHOOK_SECRETS": ["whsec_new", "old"]}, NOT_A_SIGNING_SECRET),
+        ({"STRIPE_WEBHOOK_SECRETS": ["whsec_"]}, NOT_A_SIGNING_SECRET),
+    ],
+)
+def test_production_refuses_guessable_secrets_and_malformed_stripe_keys(weak: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        production_app(**{"ADMIN_USERNAME": "operator", "ADMIN_PASSWORD": "kettle-Orbit-93-lantern", **weak})
+    assert f"Error: {refused.value}".startswith(message)
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("CHECKOUT_STOCK_SHARE", "abc", "CHECKOUT_STOCK_SHARE='abc' must be a number above 0 and at most 1."),
+        ("CHECKOUT_STOCK_SHARE", "-1", "CHECKOUT_STOCK_SHARE='-1' must be a number above 0 and at most 1."),
+        ("CHECKOUT_STOCK_SHARE", "0", "CHECKOUT_STOCK_SHARE='0' must be a number above 0 and at most 1."),
+        ("CHECKOUT_STOCK_SHARE", "1.5", "CHECKOUT_STOCK_SHARE='1.5' must be a number above 0 and at most 1."),
+        ("CHECKOUT_STOCK_SHARE", "nan", "CHECKOUT_STOCK_SHARE='nan' must be a number above 0 and at most 1."),
+        ("STRIPE_MAX_NETWORK_RETRIES", "x", "STRIPE_MAX_NETWORK_RETRIES='x' must be a whole number from 0 to 10."),
+        ("STRIPE_MAX_NETWORK_RETRIES", "2.5", "STRIPE_MAX_NETWORK_RETRIES='2.5' must be a whole number from 0 to 10."),
+        ("TRUSTED_PROXY_HOPS", "-1", "TRUSTED_PROXY_HOPS='-1' must be a whole number from 0 to 10."),
+        ("IPV6_CLIENT_PREFIX", "129", "IPV6_CLIENT_PREFIX='129' must be a whole number from 1 to 128."),
+    ],
+)
+def test_a_malformed_number_is_refused_with_one_line(setting: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": "sqlite:///:memory:", setting: value})
+    assert str(refused.value) == f"Refusing to start: {message}"
+
+
+@pytest.mark.parametrize(
+    "app_env_name, setting, value",
+    [("production", "CHECKOUT_STOCK_SHARE", "abc"), ("development", "STRIPE_MAX_NETWORK_RETRIES", "x")],
+)
+def test_a_malformed_number_in_the_environment_exits_with_one_line(app_env_name: str, setting: str, value: str) -> None:
+    """Through the real entry point: no traceback, in any environment."""
+    result = run([str(VENV_BIN / "flask"), "--app", "wsgi", "routes"], app_env(**{**STRONG_ENV, "APP_ENV": app_env_name, setting: value}))
+    assert result.returncode != 0
+    assert result.stderr.startswith(f"Error: Refusing to start: {setting}={value!r} must be a "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("key", ["sk_test_abc", "rk_test_abc"])
