@@ -59,6 +59,10 @@ class Config:
     ALLOW_STRIPE_API_BASE = _flag("ALLOW_STRIPE_API_BASE")
     STRIPE_MAX_NETWORK_RETRIES = os.environ.get("STRIPE_MAX_NETWORK_RETRIES") or "2"
     ALLOW_LIVE_PAYMENTS = _flag("ALLOW_LIVE_PAYMENTS")
+    # The shop's public address (https://shop.example): where `flask stripe check` expects a
+    # webhook endpoint to point (<SHOP_URL>/webhooks/stripe). The operator view uses the
+    # address it was reached at when this is unset.
+    SHOP_URL = (os.environ.get("SHOP_URL") or "").strip().rstrip("/") or None
 
     SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "usd").strip().lower()
     # How prices are written (symbol, grouping, decimals): a CLDR locale such as en_US or en_IN.

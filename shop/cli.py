@@ -1,4 +1,4 @@
-"""Operator commands: `flask --app wsgi seed | orders list | stripe sync`."""
+"""Operator commands: `flask --app wsgi seed | orders list | stripe sync | stripe check`."""
 from __future__ import annotations
 
 import click
@@ -7,6 +7,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from . import webhook_check
 from .catalog.products import CATALOG
 from .extensions import db
 from .models import Order, Product
@@ -78,6 +79,25 @@ def init_app(app: Flask) -> None:
             click.echo(f"FAILED {line}", err=True)
         click.echo(report.summary())
         if report.failed or report.lookup_failed or report.stale_failed:
+            raise SystemExit(1)
+
+    @stripe_cli.command("check")
+    @click.option("--url", "shop_url", help="The shop's public address (default: SHOP_URL).")
+    def check(shop_url: str | None) -> None:
+        """Check that Stripe sends this shop every event it handles: one line per finding.
+
+        Exits with status 1 when a finding would lose events, 2 when the shop's address is unknown.
+        """
+        shop_url = shop_url or webhook_check.configured_shop_url()
+        if not shop_url:
+            click.echo("The shop's public address is unknown: set SHOP_URL or pass --url https://…", err=True)
+            raise SystemExit(2)
+        click.echo(f"Webhook endpoint expected at {webhook_check.webhook_url(shop_url)}")
+        findings = webhook_check.check(shop_url)
+        for finding in findings:
+            click.echo(finding.line)
+        if not all(finding.ok for finding in findings):
+            click.echo("Something above would lose events: fix it in the Stripe Dashboard (Developers → Webhooks).", err=True)
             raise SystemExit(1)
 
     app.cli.add_command(orders_cli)

@@ -208,6 +208,15 @@ def events_since(created_after: int) -> Iterator[dict[str, Any]]:
         raise PaymentProviderError(str(exc)) from exc
 
 
+def webhook_endpoints() -> list[dict[str, Any]]:
+    """Every webhook endpoint of the account the key belongs to, as plain dicts."""
+    try:
+        page = _client().v1.webhook_endpoints.list(params={"limit": 100})
+        return [endpoint.to_dict() for endpoint in page.auto_paging_iter()]
+    except stripe.StripeError as exc:
+        raise PaymentProviderError(str(exc)) from exc
+
+
 def verify_webhook(payload: bytes, signature_header: str | None, secrets: list[str]) -> dict[str, Any]:
     """Check the Stripe-Signature of a raw webhook body against any configured secret.
 

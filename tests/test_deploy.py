@@ -76,7 +76,7 @@ def test_app_json_describes_every_setting() -> None:
     assert "web" in manifest["formation"]
     env = manifest["env"]
     assert set(env) == {
-        "SECRET_KEY", "APP_ENV", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "SHOP_CURRENCY", "SHOP_LOCALE", "ALLOW_LIVE_PAYMENTS",
+        "SECRET_KEY", "APP_ENV", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "SHOP_CURRENCY", "SHOP_LOCALE", "SHOP_URL", "ALLOW_LIVE_PAYMENTS",
         "ADMIN_USERNAME", "ADMIN_PASSWORD", "STRIPE_MAX_NETWORK_RETRIES", "WEB_CONCURRENCY", "GUNICORN_THREADS",
         "CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER", "CHECKOUT_STOCK_SHARE",
     }

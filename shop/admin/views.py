@@ -6,12 +6,14 @@ import re
 import secrets
 from datetime import UTC, datetime
 
+import stripe
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
-from .. import recovery, stripe_gateway
+from .. import recovery, stripe_gateway, webhook_check
+from ..events import HANDLED_EVENT_TYPES
 from ..extensions import db
 from ..filters import isodate
 from ..models import EventState, Order, Product, StripeEvent, utcnow
@@ -202,6 +204,21 @@ def retry_event(event_id: str) -> ResponseReturnValue:
     else:
         flash(f"Event {event_id}: {result.outcome}")
     return redirect(url_for(".events"), code=303)
+
+
+@bp.get("/stripe")
+def stripe_setup() -> ResponseReturnValue:
+    """`flask stripe check`'s findings: will Stripe send this shop every event it handles?"""
+    shop_url = current_app.config.get("SHOP_URL") or request.url_root.rstrip("/")
+    db.session.commit()  # hold no connection while Stripe answers
+    findings = webhook_check.check(shop_url)
+    return render_template(
+        "admin/stripe.html",
+        findings=findings,
+        webhook_url=webhook_check.webhook_url(shop_url),
+        event_types=HANDLED_EVENT_TYPES,
+        api_version=stripe.api_version,
+    )
 
 
 @bp.get("/products")

@@ -4,8 +4,9 @@ Loaded only when `STRIPE_OFFLINE` is true (development without keys, and tests).
 talks to it through the official SDK: `init_app` points `STRIPE_API_BASE` at it and installs
 an in-process `stripe.HTTPClient`, so no socket is needed. It serves:
 
-- the API under `/_stripe/v1/...`: Checkout Sessions (create, retrieve, list by `payment_intent`, line_items, expire),
-  Events (list, retrieve) and Refunds (create, retrieve), with Stripe's auth, validation
+- the API under `/_stripe/v1/...`: Checkout Sessions (create, retrieve, list by `payment_intent` or `created`,
+  line_items, expire), Events (list, retrieve), Refunds (create, retrieve) and Webhook Endpoints
+  (create, list, retrieve, update, delete: see `endpoints.py`), with Stripe's auth, validation
   errors, `Idempotency-Key` handling, `Request-Id` and `Stripe-Version` headers;
 - the hosted payment page at `/_stripe/pay/<session id>` (the session's `url`), with
   Stripe's test cards and delayed (bank transfer) payments;

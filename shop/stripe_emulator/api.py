@@ -16,16 +16,18 @@ from sqlalchemy.exc import IntegrityError
 
 from shop.extensions import db
 
-from . import addresses, core, latency, objects
+from . import addresses, core, endpoints, latency, objects
 from .core import ApiError
-from .models import Charge, CheckoutSession, Delivery, Event, IdempotencyKey, Refund
+from .models import Charge, CheckoutSession, Delivery, Event, IdempotencyKey, Refund, WebhookEndpoint
 from .params import (
     CREATE_REFUND_PARAMS,
     CREATE_SESSION_PARAMS,
+    CREATE_WEBHOOK_ENDPOINT_PARAMS,
     LIST_EVENTS_PARAMS,
     LIST_PARAMS,
     LIST_SESSIONS_PARAMS,
     RETRIEVE_PARAMS,
+    UPDATE_WEBHOOK_ENDPOINT_PARAMS,
     Field,
     ParamError,
     parse_form,
@@ -470,10 +472,97 @@ def retrieve_refund(refund_id: str) -> Response:
     return _run(handler)
 
 
+# --- Webhook endpoints -------------------------------------------------------------------------
+
+
+def _endpoint_object(endpoint: WebhookEndpoint, with_secret: bool = False) -> dict[str, Any]:
+    return endpoints.endpoint_object(endpoint, _settings().webhook_url, request.environ, with_secret)
+
+
+def _endpoint_or_404(endpoint_id: str) -> WebhookEndpoint:
+    if endpoint_id == endpoints.OWN_ENDPOINT_ID:
+        endpoints.own_endpoint()
+    endpoint = db.session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None or endpoint.deleted:
+        raise ApiError.missing("webhook_endpoint", endpoint_id, "webhook_endpoint")
+    return endpoint
+
+
+@bp.post("/webhook_endpoints")
+def create_webhook_endpoint() -> Response:
+    def handler() -> dict[str, Any]:
+        values = _params(CREATE_WEBHOOK_ENDPOINT_PARAMS)
+        _expand(values, frozenset())
+        try:
+            endpoint = endpoints.create(values, time.time())
+        except ParamError as error:
+            raise ApiError.invalid(error) from None
+        return _endpoint_object(endpoint, with_secret=True)
+
+    return _post(handler)
+
+
+@bp.get("/webhook_endpoints")
+def list_webhook_endpoints() -> Response:
+    """Every endpoint, newest first, paged as Stripe's lists are."""
+
+    def handler() -> dict[str, Any]:
+        values = _params(LIST_PARAMS)
+        _expand(values, frozenset())
+        cursor = _cursor(values)
+        rows = endpoints.listed()
+        ids = [row.id for row in rows]
+        if cursor is not None:
+            name, anchor = cursor
+            if anchor not in ids:
+                raise ApiError.missing("webhook_endpoint", anchor, name)
+            position = ids.index(anchor)
+            rows = rows[position + 1:] if name == "starting_after" else rows[:position]
+        limit = values.get("limit", 10)
+        page = rows[-limit:] if cursor is not None and cursor[0] == "ending_before" else rows[:limit]
+        data = [_endpoint_object(row) for row in page]
+        return objects.list_object(data, "/v1/webhook_endpoints", len(rows) > limit)
+
+    return _run(handler)
+
+
+@bp.get("/webhook_endpoints/<endpoint_id>")
+def retrieve_webhook_endpoint(endpoint_id: str) -> Response:
+    def handler() -> dict[str, Any]:
+        _expand(_params(RETRIEVE_PARAMS), frozenset())
+        return _endpoint_object(_endpoint_or_404(endpoint_id))
+
+    return _run(handler)
+
+
+@bp.post("/webhook_endpoints/<endpoint_id>")
+def update_webhook_endpoint(endpoint_id: str) -> Response:
+    def handler() -> dict[str, Any]:
+        values = _params(UPDATE_WEBHOOK_ENDPOINT_PARAMS)
+        _expand(values, frozenset())
+        endpoint = _endpoint_or_404(endpoint_id)
+        try:
+            endpoints.update(endpoint, values)
+        except ParamError as error:
+            raise ApiError.invalid(error) from None
+        return _endpoint_object(endpoint)
+
+    return _post(handler)
+
+
+@bp.delete("/webhook_endpoints/<endpoint_id>")
+def delete_webhook_endpoint(endpoint_id: str) -> Response:
+    def handler() -> dict[str, Any]:
+        _endpoint_or_404(endpoint_id).deleted = True
+        return {"id": endpoint_id, "object": "webhook_endpoint", "deleted": True}
+
+    return _run(handler)
+
+
 @bp.route("/<path:path>", methods=["GET", "POST", "DELETE", "PUT", "PATCH"])
 def unrecognized(path: str) -> Response:
     raise ApiError(
         404, "invalid_request_error",
         f"Unrecognized request URL ({request.method}: /v1/{path}). The Stripe emulator implements only the "
-        "Checkout Sessions, Events and Refunds endpoints the shop uses.",
+        "Checkout Sessions, Events, Refunds and Webhook Endpoints endpoints the shop uses.",
     )

@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select, update
 
 from shop.extensions import db
 
-from . import foreign, objects
+from . import endpoints, foreign, objects
 from .addresses import delivery_url
 from .models import Charge, CheckoutSession, Delivery, Event, IdempotencyKey, Refund
 from .params import ParamError
@@ -383,7 +383,8 @@ def emit(
     api_version: str | None = None,
     url: str | None = None,
 ) -> Event:
-    """Store an event and queue its webhook delivery (twice with STRIPE_EMULATOR_DUPLICATE).
+    """Store an event and queue its webhook delivery (twice with STRIPE_EMULATOR_DUPLICATE), if
+    the emulator's endpoint is subscribed to its type (see `endpoints`).
 
     With STRIPE_EMULATOR_FOREIGN_TRAFFIC, other integrations' events follow each of the shop's,
     to the same endpoint. `api_version` marks such an event (and `url` is the endpoint).
@@ -400,7 +401,8 @@ def emit(
     db.session.add(event)
     db.session.flush()  # deliveries reference it (no relationship() to order the inserts)
     url = url or _session_webhook_url(data)
-    queue_delivery(event.id, settings, now + settings.delay, url)
+    if endpoints.subscribed(event_type):
+        queue_delivery(event.id, settings, now + settings.delay, url)
     if api_version is None:  # the shop's own event, not another integration's
         for _ in range(settings.foreign_traffic):
             for foreign_type, foreign_object, version in foreign.traffic(now):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shop.extensions import NAMING_CONVENTION
@@ -107,3 +107,24 @@ class IdempotencyKey(Base):
     request_id: Mapped[str] = mapped_column(String(100))
     status: Mapped[int | None] = mapped_column(Integer)
     body: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookEndpoint(Base):
+    """A webhook endpoint of the account (`GET /v1/webhook_endpoints`).
+
+    The emulator's own endpoint, where it delivers, has `url` null: it is wherever the emulator
+    delivers (see `endpoints.py`). A deleted endpoint keeps its row, marked, and is never listed.
+    """
+
+    __tablename__ = "stripe_emulator_webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    created: Mapped[int] = mapped_column(BigInteger)
+    url: Mapped[str | None] = mapped_column(Text)
+    enabled_events: Mapped[list[Any]]
+    api_version: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    secret: Mapped[str] = mapped_column(String(100))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -251,3 +251,21 @@ CREATE_REFUND_PARAMS: Mapping[str, Field] = {
     "metadata": Field("map"),
     "expand": EXPAND,
 }
+
+CREATE_WEBHOOK_ENDPOINT_PARAMS: Mapping[str, Field] = {
+    "url": Field("string", required=True),
+    "enabled_events": _array_of(Field("string"), required=True, max_items=300),
+    "api_version": Field("string"),
+    "description": Field("string"),
+    "metadata": Field("map"),
+    "expand": EXPAND,
+}
+
+UPDATE_WEBHOOK_ENDPOINT_PARAMS: Mapping[str, Field] = {
+    "url": Field("string"),
+    "enabled_events": _array_of(Field("string"), max_items=300),
+    "disabled": Field("boolean"),
+    "description": Field("string"),
+    "metadata": Field("map"),
+    "expand": EXPAND,
+}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stripe
 import yaml
 from openapi_schema_validator import OAS30Validator
 from stripe.params.checkout import SessionListParams
@@ -20,8 +21,10 @@ from shop import stripe_emulator
 from shop.stripe_emulator.params import (
     CREATE_REFUND_PARAMS,
     CREATE_SESSION_PARAMS,
+    CREATE_WEBHOOK_ENDPOINT_PARAMS,
     LIST_EVENTS_PARAMS,
     LIST_SESSIONS_PARAMS,
+    UPDATE_WEBHOOK_ENDPOINT_PARAMS,
     param_paths,
 )
 
@@ -255,3 +258,31 @@ def test_sessions_list_matches_the_spec(spec, database_url, monkeypatch):
     oldest = min(session["created"] for session in everything)
     assert len(_dict(sessions.list(params={"created": {"gte": oldest}, "limit": 100}))["data"]) == len(everything)
     assert _dict(sessions.list(params={"created": {"lt": oldest}}))["data"] == []
+
+
+def test_webhook_endpoints_match_the_spec(spec, stripe_client):
+    """Create, list, retrieve, update and delete, each answer in the spec's shape; every parameter in it."""
+    schema = _request_schema(spec, "/v1/webhook_endpoints")
+    assert [path for path in param_paths(CREATE_WEBHOOK_ENDPOINT_PARAMS) if not _spec_has(schema, path)] == []
+    update_schema = _request_schema(spec, "/v1/webhook_endpoints/{webhook_endpoint}")
+    assert [path for path in param_paths(UPDATE_WEBHOOK_ENDPOINT_PARAMS) if not _spec_has(update_schema, path)] == []
+    endpoints = stripe_client.v1.webhook_endpoints
+
+    created = _dict(endpoints.create(params={"url": "https://shop.example/webhooks/stripe",
+                                             "enabled_events": ["charge.refunded"], "api_version": "2024-06-20"}))
+    assert created["secret"].startswith("whsec_") and created["api_version"] == "2024-06-20"
+    listed = _dict(endpoints.list())
+    list_schema = spec["paths"]["/v1/webhook_endpoints"]["get"]["responses"]["200"]["content"]["application/json"]
+    errors = list(OAS30Validator({**list_schema["schema"], "components": spec["components"]}).iter_errors(listed))
+    assert not errors, [error.message[:300] for error in errors]
+    assert [e["id"] for e in listed["data"]] == [created["id"], "we_emulator0own0endpoint0"]
+    assert all("secret" not in e for e in listed["data"])  # only the creation answer carries it
+    updated = _dict(endpoints.update(created["id"], params={"disabled": True, "enabled_events": ["*"]}))
+    for endpoint in (created, *listed["data"], updated, _dict(endpoints.retrieve(created["id"]))):
+        assert_valid(spec, "webhook_endpoint", endpoint)
+    assert (updated["status"], updated["enabled_events"]) == ("disabled", ["*"])
+    assert_valid(spec, "deleted_webhook_endpoint", _dict(endpoints.delete(created["id"])))
+    with pytest.raises(stripe.InvalidRequestError):
+        endpoints.retrieve(created["id"])
+    with pytest.raises(stripe.InvalidRequestError, match="enabled_events"):
+        endpoints.create(params={"url": "https://shop.example/x", "enabled_events": ["not an event"]})
