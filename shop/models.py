@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -80,6 +80,11 @@ class Order(db.Model):
     payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
     # Text, not String(320): Stripe's email fields have no length a column could promise.
     customer_email: Mapped[str | None] = mapped_column(Text)
+    # What the customer was shown and paid in their own currency under Adaptive Pricing
+    # (Stripe's `presentment_details`); amount_total and currency stay the shop's, and are what
+    # a payment is checked against. Null when the customer paid in the shop's currency.
+    presentment_amount: Mapped[int | None] = mapped_column(BigInteger)
+    presentment_currency: Mapped[str | None] = mapped_column(String(3))
     # Set when Stripe reported something that does not match this order (e.g. the amount).
     review_reason: Mapped[str | None] = mapped_column(String(500))
     # Keyed hash of the client's IP address: bounds what one client holds (shop/reservations.py).

@@ -336,6 +336,20 @@ def flag_for_review(order: Order, reason: str) -> Outcome:
     return Outcome(f"flagged for review: {reason}", order_id, state=EventState.NEEDS_REVIEW)
 
 
+def _presentment_of(session: Mapping[str, Any]) -> dict[str, Any]:
+    """What the customer saw under Adaptive Pricing (`presentment_details`), as order columns.
+
+    For display only: a payment is checked against the shop's own `amount_total` and
+    `currency`, which Adaptive Pricing leaves in the shop's currency. Anything odd is dropped.
+    """
+    details = session.get("presentment_details")
+    amount = details.get("presentment_amount") if isinstance(details, Mapping) else None
+    currency = details.get("presentment_currency") if isinstance(details, Mapping) else None
+    if not isinstance(amount, int) or isinstance(amount, bool) or not isinstance(currency, str) or len(currency) != 3:
+        amount, currency = None, None
+    return {"presentment_amount": amount, "presentment_currency": currency and currency.lower()}
+
+
 def _payment_mismatch(order: Order, amount: Any, currency: Any) -> str | None:
     if amount != order.amount_total or currency != order.currency:
         return f"Stripe reports {amount} {currency}, order is {order.amount_total} {order.currency}"
@@ -392,6 +406,7 @@ def apply_session_event(event_type: str, session: Mapping[str, Any]) -> Outcome:
     payment_intent = _stripe_id(session.get("payment_intent"))
     paid_values: dict[str, Any] = {
         "customer_email": (session.get("customer_details") or {}).get("email") or session.get("customer_email"),
+        **_presentment_of(session),
     }
     if payment_intent:
         paid_values["payment_intent_id"] = payment_intent
@@ -494,6 +509,8 @@ PAY_MATCHING_ORDER = (
         updated_at=bindparam("now"),
         payment_intent_id=bindparam("payment_intent"),
         customer_email=bindparam("customer_email"),
+        presentment_amount=bindparam("presentment_amount"),
+        presentment_currency=bindparam("presentment_currency"),
     )
     .returning(Order.id, Order.public_id)
 )
@@ -527,6 +544,7 @@ def pay_matching_order_parameters(event_type: str, session: Mapping[str, Any]) -
         "payment_intent": payment_intent,
         "customer_email": email,
         "now": utcnow(),
+        **_presentment_of(session),
     }
 
 

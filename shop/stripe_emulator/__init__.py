@@ -60,10 +60,17 @@ and a setting given explicitly still wins):
 `STRIPE_EMULATOR_FOREIGN_TRAFFIC`
     After each of the shop's events, emit this many bursts of other integrations' events
     (see `foreign.py`). Default 0.
+`STRIPE_EMULATOR_ADAPTIVE_PRICING`
+    Adaptive Pricing, as for a customer whose local currency is another: `eur:0.92` shows
+    them a session's total in euros at 0.92 euro per unit of the session's currency (Stripe's
+    rate includes its conversion fee). `amount_total` and `currency` stay the integration's;
+    the paid session and its charge carry `presentment_details` (`presentment_amount`,
+    `presentment_currency`) and the session `adaptive_pricing.enabled: true`, as Stripe's do
+    since API 2025-03-31. A session already in that currency is left alone. Default off.
 `STRIPE_EMULATOR_HOSTILE`
     All of the above as Stripe behaves (`live` retries, failed requests saved, 30 days of
-    events, 2 foreign bursts per event), plus duplicated and shuffled deliveries, which Stripe
-    also does. Default off.
+    events, 2 foreign bursts per event, Adaptive Pricing at `eur:0.92`), plus duplicated and
+    shuffled deliveries, which Stripe also does. Default off.
 `STRIPE_EMULATOR_LATENCY`
     Each API request waits like one to Stripe over the internet: `typical` (400 ms), `slow`
     (1,250 ms) or a number of milliseconds, each give or take a quarter. Where the figures
@@ -84,6 +91,7 @@ import logging
 import os
 import threading
 import time
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -180,6 +188,7 @@ def init_app(app: Flask) -> None:
         event_retention=float(retention_days) * core.DAY if str(retention_days).strip() else None,
         foreign_traffic=max(int(_setting(app, "STRIPE_EMULATOR_FOREIGN_TRAFFIC", 2 if hostile else 0)), 0),
         latency=latency.seconds_from_setting(_setting(app, "STRIPE_EMULATOR_LATENCY", "")),
+        adaptive_pricing=_adaptive_pricing(_setting(app, "STRIPE_EMULATOR_ADAPTIVE_PRICING", "eur:0.92" if hostile else "")),
     )
     emulator = Emulator(settings, wsgi_transport(app) if settings.deliver_in_process else http_transport)
     app.extensions["stripe_emulator"] = emulator
@@ -258,6 +267,21 @@ def _add_missing_columns(engine: Engine) -> None:
                     conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
             except DatabaseError:  # another worker added it first
                 pass
+
+
+def _adaptive_pricing(value: Any) -> tuple[str, Decimal] | None:
+    """`eur:0.92` → ("eur", Decimal("0.92")); empty → None."""
+    value = str(value or "").strip().lower()
+    if not value:
+        return None
+    currency, _, rate = value.partition(":")
+    try:
+        parsed = Decimal(rate)
+    except InvalidOperation:
+        parsed = Decimal(0)
+    if len(currency) != 3 or not currency.isalpha() or not parsed.is_finite() or parsed <= 0:
+        raise ValueError(f"STRIPE_EMULATOR_ADAPTIVE_PRICING must look like eur:0.92 (currency:rate), not {value!r}")
+    return currency, parsed
 
 
 def _setting(app: Flask, key: str, default: Any) -> Any:

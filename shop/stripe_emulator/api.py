@@ -275,6 +275,7 @@ def create_checkout_session() -> Response:
                 lambda session_id: url_for("stripe_emulator_pages.pay", session_id=session_id, _external=True),
                 time.time(),
                 addresses.webhook_target(request.environ),
+                _settings().adaptive_pricing,
             )
         except ParamError as error:
             raise ApiError.invalid(error) from None

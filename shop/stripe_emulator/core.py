@@ -15,12 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import stripe
 from sqlalchemy import delete, func, select, update
 
 from shop.extensions import db
+from shop.money import minor_unit_digits
 
 from . import endpoints, foreign, objects
 from .addresses import delivery_url
@@ -74,6 +76,9 @@ class Settings:
     event_retention: float | None = None  # seconds events stay listable and retrievable; None: forever
     foreign_traffic: int = 0  # other integrations' event bursts emitted with each event of the shop's
     latency: float = 0.0  # seconds each API request waits before it is served (see latency.py)
+    # Adaptive Pricing: the customer's currency and how many of its units one unit of the
+    # integration's buys (STRIPE_EMULATOR_ADAPTIVE_PRICING); None: off.
+    adaptive_pricing: tuple[str, Decimal] | None = None
 
 
 class ApiError(Exception):
@@ -146,11 +151,17 @@ class FailurePlan:
 
 
 def create_session(
-    values: dict[str, Any], page_url: Callable[[str], str], now: float, webhook_url: str | None = None
+    values: dict[str, Any],
+    page_url: Callable[[str], str],
+    now: float,
+    webhook_url: str | None = None,
+    adaptive_pricing: tuple[str, Decimal] | None = None,
 ) -> CheckoutSession:
     """Check what field validation can't (mode, URLs, currencies, expiry) and store a new session.
 
-    `webhook_url` is where the session's events will be delivered (unless overridden).
+    `webhook_url` is where the session's events will be delivered (unless overridden). With
+    `adaptive_pricing` (the customer's currency and rate), a session in another currency is
+    shown to the customer in theirs (see `presentment_amount`).
     """
     if values["mode"] != "payment":
         raise ParamError("The Stripe emulator supports only `mode=payment`.", "mode")
@@ -211,8 +222,17 @@ def create_session(
         page_url=page_url(session_id),
         webhook_url=webhook_url,
     )
+    if adaptive_pricing is not None and adaptive_pricing[0] != currency:
+        session.presentment_currency = adaptive_pricing[0]
+        session.presentment_amount = presentment_amount(session.amount_total, currency, *adaptive_pricing)
     db.session.add(session)
     return session
+
+
+def presentment_amount(amount: int, currency: str, presentment_currency: str, rate: Decimal) -> int:
+    """`amount` (minor units of `currency`) in `presentment_currency`'s minor units at `rate`, rounded."""
+    units = Decimal(amount).scaleb(-minor_unit_digits(currency)) * rate
+    return int(units.scaleb(minor_unit_digits(presentment_currency)).quantize(Decimal(1), ROUND_HALF_UP))
 
 
 def get_session(session_id: str, settings: Settings, now: float) -> CheckoutSession | None:
@@ -310,6 +330,8 @@ def _charge(session: CheckoutSession, payment_type: str, now: float) -> None:
             created=int(now),
             payment_method_type=payment_type,
             email=session.customer_details["email"],
+            presentment_currency=session.presentment_currency,
+            presentment_amount=session.presentment_amount,
         )
     )
 

@@ -36,6 +36,10 @@ class CheckoutSession(Base):
     # A delayed payment method settles at `settle_at` with `settle_outcome` (succeeded/failed).
     settle_at: Mapped[float | None] = mapped_column(Float, index=True)
     settle_outcome: Mapped[str | None] = mapped_column(String(16))
+    # Adaptive Pricing (STRIPE_EMULATOR_ADAPTIVE_PRICING): the customer's currency and the
+    # amount shown in it; amount_total and currency stay the integration's.
+    presentment_currency: Mapped[str | None] = mapped_column(String(3))
+    presentment_amount: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Charge(Base):
@@ -52,6 +56,8 @@ class Charge(Base):
     created: Mapped[int] = mapped_column(BigInteger)
     payment_method_type: Mapped[str] = mapped_column(String(32))
     email: Mapped[str | None] = mapped_column(Text)
+    presentment_currency: Mapped[str | None] = mapped_column(String(3))  # as its session's
+    presentment_amount: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Refund(Base):

@@ -85,7 +85,7 @@ def checkout_session(session: CheckoutSession, expand: frozenset[str] = frozense
     result: dict[str, Any] = {
         "id": session.id,
         "object": "checkout.session",
-        "adaptive_pricing": {"enabled": False},
+        "adaptive_pricing": {"enabled": session.presentment_currency is not None},
         "after_expiration": None,
         "allow_promotion_codes": None,
         "amount_subtotal": session.amount_total,
@@ -160,9 +160,17 @@ def checkout_session(session: CheckoutSession, expand: frozenset[str] = frozense
         "url": session.page_url if session.status == "open" else None,
         "wallet_options": None,
     }
+    if session.presentment_currency is not None and session.status == "complete":
+        # What the customer was shown and paid in (Stripe adds it since 2025-03-31.basil);
+        # amount_total and currency above stay the integration's.
+        result["presentment_details"] = _presentment_details(session)
     if "line_items" in expand:
         result["line_items"] = line_items_list(session, session.line_items, False)
     return result
+
+
+def _presentment_details(row: CheckoutSession | Charge) -> dict[str, Any]:
+    return {"presentment_amount": row.presentment_amount, "presentment_currency": row.presentment_currency}
 
 
 # From this API version on, a charge no longer carries its `refunds` list unless expanded
@@ -231,6 +239,8 @@ def charge(row: Charge, refunds: list[Refund] | None = None) -> dict[str, Any]:
         "transfer_data": None,
         "transfer_group": None,
     }
+    if row.presentment_currency is not None:
+        result["presentment_details"] = _presentment_details(row)
     if refunds is not None:
         result["refunds"] = list_object(
             [refund(item, row) for item in refunds], f"/v1/charges/{row.id}/refunds", False

@@ -61,7 +61,7 @@ def _render(session: CheckoutSession, status: int = 200, **context: object) -> R
         "stripe_emulator/pay.html",
         session=session,
         items=items,
-        total=objects.format_amount(session.amount_total, session.currency),
+        total=_total(session),
         methods=METHOD_LABELS,
         success_url=_success_url(session),
         business=_business(),
@@ -105,6 +105,14 @@ def pay(session_id: str) -> Response:
         return _render(session, 409)
     db.session.commit()
     return redirect(_success_url(session), code=303)
+
+
+def _total(session: CheckoutSession) -> str:
+    """The total, in the customer's currency under Adaptive Pricing (the integration's beside it)."""
+    total = objects.format_amount(session.amount_total, session.currency)
+    if session.presentment_currency is None:
+        return total
+    return f"{objects.format_amount(session.presentment_amount, session.presentment_currency)} ({total})"
 
 
 def _success_url(session: CheckoutSession) -> str:

@@ -102,6 +102,7 @@ def test_hostile_mode_is_on(hostile_app):
     settings = hostile_app.extensions["stripe_emulator"].settings
     assert settings.duplicate and settings.shuffle and settings.save_failed_requests
     assert settings.foreign_traffic == 2 and settings.retry_schedule[0] >= HOUR
+    assert settings.adaptive_pricing is not None  # customers pay in their own currency
 
 
 def test_every_outcome_amid_duplicates_shuffles_and_other_integrations_events(hostile_app):
@@ -119,6 +120,8 @@ def test_every_outcome_amid_duplicates_shuffles_and_other_integrations_events(ho
 
     assert [get_order(app, o.public_id).status for o in orders_] == ["paid", "paid", "failed", "expired"]
     assert [get_order(app, o.public_id).review_reason for o in orders_] == [None] * 4
+    # Adaptive Pricing: the customer paid 22.08 EUR, the order is checked and paid as 24.00 USD.
+    assert [get_order(app, o.public_id).presentment_amount for o in orders_[:2]] == [2208, 2208]
     own = own_event_ids(app)
     assert len(own) == 6  # 3 completed, 1 async succeeded, 1 async failed, 1 expired
     applied = applied_event_ids(app)
