@@ -29,7 +29,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from . import orders, paid_sessions
+from . import event_shape, orders, paid_sessions
 from .extensions import db
 from .models import EventState, StripeEvent, utcnow
 from .orders import InvalidEvent
@@ -63,6 +63,7 @@ def validate(event: Mapping[str, Any]) -> None:
 
     Amounts are not required here: they are checked against an order, and only the shop's
     own sessions have one (another integration's setup or subscription session has none).
+    Column bounds, nesting depth and the type of each field a handler reads: shop.event_shape.
     """
     event_id = _require(event, "id", str, "event")
     if not event_id.startswith("evt_") or event.get("object") != "event":
@@ -78,6 +79,7 @@ def validate(event: Mapping[str, Any]) -> None:
     elif event["type"] == orders.CHARGE_REFUNDED:
         if obj.get("object") != "charge":
             raise InvalidEvent("charge.refunded must carry a charge")
+    event_shape.check(event)
 
 
 Handler = Callable[[Mapping[str, Any]], orders.Outcome]

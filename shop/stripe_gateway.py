@@ -240,6 +240,8 @@ def verify_webhook(payload: bytes, signature_header: str | None, secrets: list[s
         event = json.loads(payload)
     except ValueError as exc:
         raise WebhookVerificationError("Body is not valid JSON.") from exc
+    except RecursionError as exc:  # the parser's own limit, far past any event (see shop.event_shape)
+        raise WebhookVerificationError("Body is nested too deeply to be a Stripe event.") from exc
     if not isinstance(event, dict):
         raise WebhookVerificationError("Body is not a Stripe event object.")
     return event
