@@ -5,8 +5,9 @@ what scalpers and card testers repeat. The webhook, the status polling and every
 unlimited, so Stripe's deliveries and a success page's polling are never refused.
 
 Counts live in Redis when `REDIS_URL` is set (shared by every worker and dyno), otherwise in
-each process's memory. If Redis stops answering, each worker counts in its own memory until
-it answers again (logged as a warning): shoppers are never refused because Redis is down.
+each process's memory. If Redis stops answering, or answers slower than 50 ms, each worker
+counts in its own memory until it answers in time again (logged as a warning): shoppers are
+never refused, nor slowed more than one timeout, because Redis is down or slow.
 """
 from __future__ import annotations
 
@@ -16,14 +17,18 @@ import time
 
 from flask import Flask, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .client_address import client_address
 from .shoppers import current_shopper_id
 
 # The view that starts a checkout; the only one limited.
 CHECKOUT_ENDPOINT = "checkout.create"
-# A Redis that hangs must not hold a checkout for long before the in-memory fallback takes over.
-REDIS_TIMEOUT_SECONDS = 0.5
+# A slow or hanging Redis must not slow a checkout: each call to it may take this long before
+# the limiter counts in the worker's memory instead (README "Deploying", item 8). Redis in the
+# same region answers in about a millisecond; connecting over TLS takes a few more.
+REDIS_TIMEOUT_SECONDS = 0.05
 
 log = logging.getLogger("shop.limits")
 
@@ -55,7 +60,10 @@ def init_app(app: Flask) -> None:
         storage_options=_redis_options(redis_url) if redis_url else {},
         strategy="moving-window",
         key_prefix=config["RATELIMIT_KEY_PREFIX"],
-        in_memory_fallback_enabled=True,  # Redis down: count per worker, don't refuse shoppers
+        # Redis down or slow (a call past the timeout): count per worker, don't refuse shoppers.
+        # This is the circuit: once open, Redis is asked only by a health check (one PING) after
+        # 1, 2, 4, 8, 16 and 32 seconds, then every 1-32 s again, until it answers in time.
+        in_memory_fallback_enabled=True,
         swallow_errors=True,  # and if even that fails, let the checkout through (logged)
         headers_enabled=False,  # the 429 page sets Retry-After; other answers need no extra Redis call
     )
@@ -72,7 +80,13 @@ def init_app(app: Flask) -> None:
 
 
 def _redis_options(url: str) -> dict:
-    options: dict = {"socket_connect_timeout": REDIS_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS}
+    """Short timeouts and no retries: one slow call, then the circuit opens (see `init_app`)."""
+    options: dict = {
+        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+        # redis-py retries a timed-out call three times with backoff by default: up to seconds.
+        "retry": Retry(NoBackoff(), 0),
+    }
     if url.startswith("rediss://"):
         # Heroku's Key-Value Store serves TLS with a self-signed certificate.
         options["ssl_cert_reqs"] = "none"
