@@ -3,7 +3,13 @@ import os
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Threads, not processes, are what a checkout waiting on Stripe holds: at 400 ms per call, 2
+# workers x 4 threads start at most 20 checkouts a second however fast the code is, and a flash
+# sale's crowd queues behind them for tens of seconds (bench/run.py's flash sale; README
+# "Performance"). 32 threads per worker keep 64 Stripe calls in flight, and a waiting thread
+# holds no database connection (checkout commits before it calls Stripe), so the pool's 15
+# connections per worker serve them; the CPU, not the threads, then sets the pace.
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 worker_class = "gthread"
 timeout = 30
 graceful_timeout = 20

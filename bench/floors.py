@@ -1,4 +1,4 @@
-"""The floors: the least a Flask app must do to answer the shop's two read endpoints.
+"""The floors: the least a Flask app must do to answer the shop's read endpoints and its checkout.
 
 `bench/run.py` serves this app with the shop's own gunicorn settings, on the shop's
 database and with the shop's SECRET_KEY (so the same session cookie works on both), and
@@ -10,23 +10,32 @@ reports the shop's rate on each endpoint as a fraction of the floor's.
   their items in one query of the same shape as the shop's.
 - `GET /orders/<id>/status`: one primary-key select, the owner check against the session
   cookie, and the same JSON.
+- `POST /checkout`: the CSRF check, the quantities from the form, then in one transaction the
+  order, its items and the stock (a conditional UPDATE: sold out is a 409 page); the Checkout
+  Session created through the stripe SDK with the same parameters and idempotency key (no
+  connection held meanwhile), the session recorded on the order, and a 303 to its page.
 
-Nothing else: no ORM, no pool, no ProxyFix, no security headers, no ETag, no logging.
-Each thread keeps one autocommit psycopg connection whose statements are prepared once.
+Nothing else: no ORM, no pool, no ProxyFix, no security headers, no ETag, no logging, no rate
+limits, no bound per client, no one-time form token, no superseding of earlier checkouts.
+Connections (autocommit, statements prepared once) come from a pool as small as the shop's.
 """
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from flask import Blueprint, Flask, abort, jsonify, make_response, render_template, session
+import stripe
+from flask import Blueprint, Flask, abort, jsonify, make_response, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,9 +50,21 @@ MAX_PER_ORDER = 10
 PAID_STATES = ("paid", "partially_refunded", "refunded")
 
 PRODUCTS = (
-    "SELECT slug, name, description, image, unit_amount, stock FROM products"
+    "SELECT slug, name, description, image, unit_amount, stock, id FROM products"
     " WHERE active ORDER BY position"
 )
+NEW_ORDER = (
+    "INSERT INTO orders (public_id, shopper_id, checkout_token, status, currency, amount_total, amount_refunded,"
+    " created_at, updated_at) VALUES (%s, %s, %s, 'pending', 'usd', %s, 0, %s, %s) RETURNING id"
+)
+NEW_ITEM = "INSERT INTO order_items (order_id, product_id, product_name, quantity, unit_amount) VALUES (%s, %s, %s, %s, %s)"
+RESERVE = "UPDATE products SET stock = stock - %s WHERE id = %s AND stock >= %s"
+SESSION_CREATED = (
+    "UPDATE orders SET status = 'awaiting_payment', stripe_session_id = %s, checkout_url = %s, updated_at = %s"
+    " WHERE id = %s AND status = 'pending'"
+)
+ORDER_FAILED = "UPDATE orders SET status = 'failed', updated_at = %s WHERE id = %s AND status = 'pending'"
+SESSION_LIFETIME = timedelta(minutes=45)
 ORDERS_WITH_ITEMS = (
     "SELECT o.id, o.public_id, o.status, o.currency, o.amount_total, o.amount_refunded, o.created_at, o.paid_at,"
     " o.checkout_url, i.product_name, i.quantity, i.unit_amount"
@@ -65,6 +86,7 @@ class Product:
     image: str
     unit_amount: int
     stock: int
+    id: int
 
     @property
     def max_quantity(self) -> int:
@@ -95,22 +117,49 @@ class Order:
     resume_url: str | None = None
 
 
-_local = threading.local()
+_local = threading.local()  # each thread's stripe client
 _products: dict[str, object] = {"until": 0.0, "rows": []}
 
 
-def connection() -> psycopg.Connection:
-    conn = getattr(_local, "conn", None)
-    if conn is None:
-        url = os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
-        conn = _local.conn = psycopg.connect(url, autocommit=True, prepare_threshold=0)
-    return conn
+class Pool:
+    """Autocommit connections, each kept open with its prepared statements, lent one request at a
+    time: at most `size` at rest and `size + overflow` at once, as the shop's SQLAlchemy pool."""
+
+    def __init__(self, size: int = 5, overflow: int = 10) -> None:
+        self.idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
+        self.size = size
+        self.slots = threading.BoundedSemaphore(size + overflow)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        self.slots.acquire()
+        try:
+            try:
+                conn = self.idle.get_nowait()
+            except queue.Empty:
+                url = os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+                conn = psycopg.connect(url, autocommit=True, prepare_threshold=0)
+            try:
+                yield conn
+            except BaseException:
+                conn.close()
+                raise
+            if self.idle.qsize() < self.size:
+                self.idle.put(conn)
+            else:
+                conn.close()
+        finally:
+            self.slots.release()
+
+
+pool = Pool()
 
 
 def products() -> list[Product]:
     now = time.monotonic()
     if _products["until"] <= now:
-        _products["rows"] = [Product(*row) for row in connection().execute(PRODUCTS)]
+        with pool.connection() as conn:
+            _products["rows"] = [Product(*row) for row in conn.execute(PRODUCTS)]
         _products["until"] = now + PRODUCT_CACHE_SECONDS
     return _products["rows"]  # type: ignore[return-value]
 
@@ -118,7 +167,9 @@ def products() -> list[Product]:
 def orders_of(shopper_id: str) -> list[Order]:
     payable_since = datetime.now(UTC) - timedelta(minutes=CHECKOUT_SESSION_MINUTES)
     orders: dict[int, Order] = {}
-    for row in connection().execute(ORDERS_WITH_ITEMS, (shopper_id, ORDERS_SHOWN)):
+    with pool.connection() as conn:
+        rows = conn.execute(ORDERS_WITH_ITEMS, (shopper_id, ORDERS_SHOWN)).fetchall()
+    for row in rows:
         order = orders.get(row[0])
         if order is None:
             payable = row[2] == "awaiting_payment" and row[6] > payable_since
@@ -145,14 +196,79 @@ def index():
     return response
 
 
+class SoldOut(Exception):
+    """A product of the cart has fewer units left than asked for."""
+
+
+def stripe_client() -> stripe.StripeClient:
+    client = getattr(_local, "stripe", None)
+    if client is None:
+        client = _local.stripe = stripe.StripeClient(
+            "sk_test_bench", base_addresses={"api": os.environ["STRIPE_API_BASE"]}, max_network_retries=2)
+    return client
+
+
+def error_page(status: int, title: str, message: str):
+    return render_template("error.html", title=title, message=message), status
+
+
 @checkout.post("/checkout")
-def create():  # only named, for url_for in the template
-    abort(405)
+def create():
+    shopper_id = session.get("shopper_id") or secrets.token_urlsafe(24)
+    session["shopper_id"] = shopper_id
+    by_field = {f"quantity-{product.slug}": product for product in products()}
+    lines = []
+    for name, value in request.form.items():
+        if name in ("csrf_token", "checkout_token"):
+            continue
+        product = by_field.get(name)
+        if product is None or not value.isdigit() or int(value) > MAX_PER_ORDER:
+            return error_page(400, "We couldn't start your checkout", "Quantities must be whole numbers from 0 to 10.")
+        if int(value):
+            lines.append((product, int(value)))
+    if not lines:
+        return error_page(400, "We couldn't start your checkout", "Choose at least one item before checking out.")
+    now = datetime.now(UTC)
+    public_id = "ord_" + secrets.token_urlsafe(16)
+    with pool.connection() as conn, conn.transaction():
+        (order_id,) = conn.execute(NEW_ORDER, (
+            public_id, shopper_id, request.form.get("checkout_token", ""),
+            sum(product.unit_amount * quantity for product, quantity in lines), now, now)).fetchone()
+        for product, quantity in sorted(lines, key=lambda line: line[0].id):
+            conn.execute(NEW_ITEM, (order_id, product.id, product.name, quantity, product.unit_amount))
+            if not conn.execute(RESERVE, (quantity, product.id, quantity)).rowcount:
+                raise SoldOut(product.name)
+    try:
+        created = stripe_client().v1.checkout.sessions.create(params={
+            "mode": "payment",
+            "line_items": [{"price_data": {"currency": "usd", "unit_amount": product.unit_amount,
+                                           "product_data": {"name": product.name}}, "quantity": quantity}
+                           for product, quantity in lines],
+            "client_reference_id": public_id,
+            "metadata": {"order_id": public_id},
+            "expires_at": int((now + SESSION_LIFETIME).timestamp()),
+            "success_url": url_for("checkout.create", _external=True) + "?session_id={CHECKOUT_SESSION_ID}",
+            "cancel_url": url_for("catalog.index", _external=True),
+        }, options={"idempotency_key": f"checkout-session-{public_id}"})
+    except stripe.StripeError:
+        with pool.connection() as conn:
+            conn.execute(ORDER_FAILED, (datetime.now(UTC), order_id))
+        return error_page(503, "Payment is unavailable right now", "Nothing was charged. Please try again in a moment.")
+    with pool.connection() as conn:
+        conn.execute(SESSION_CREATED, (created.id, created.url, datetime.now(UTC), order_id))
+    return redirect(created.url, code=303)
+
+
+@checkout.errorhandler(SoldOut)
+def sold_out(exc: SoldOut):
+    message = f"Sorry, {exc} is sold out. Nothing was charged. Please adjust your order and try again."
+    return error_page(409, "Not enough stock", message)
 
 
 @checkout.get("/orders/<public_id>/status")
 def status(public_id: str):
-    row = connection().execute(STATUS, (public_id,)).fetchone()
+    with pool.connection() as conn:
+        row = conn.execute(STATUS, (public_id,)).fetchone()
     if row is None or row[1] != session.get("shopper_id"):
         abort(404)
     return jsonify(

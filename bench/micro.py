@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import sys
 import tempfile
 import time
@@ -30,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import run as bench  # noqa: E402  (bench/run.py: database helpers and event signing)
+import shoppers as bench  # noqa: E402  (orders, shoppers and signed events, as bench/run.py makes them)
+from servers import Stack, connect  # noqa: E402
 
 
 class RoundTrips:
@@ -94,32 +94,17 @@ def main() -> int:
     opts = parser.parse_args()
     n = opts.requests
 
-    name = f"shop_micro_{os.getpid()}_{secrets.token_hex(3)}"
     secret = "whsec_micro_" + secrets.token_hex(8)
-    secret_key = "micro-" + secrets.token_hex(24)
-    port = bench.free_port()
-    emulator_url = f"http://{bench.HOST}:{port}/_stripe"
-    os.environ.update({
-        "APP_ENV": "production", "SECRET_KEY": secret_key, "DATABASE_URL": bench.db_url(name),
-        "STRIPE_SECRET_KEY": "sk_test_micro", "STRIPE_WEBHOOK_SECRET": secret, "STRIPE_API_BASE": emulator_url,
-        "ALLOW_STRIPE_API_BASE": "1", "TRUSTED_PROXY_HOPS": "1",  # the requests' X-Forwarded-For is the router's
-    })
-    emulator_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")} | {
-        "APP_ENV": "development", "SECRET_KEY": "micro-emulator", "DATABASE_URL": bench.db_url(name + "_emu"),
-        "STRIPE_SECRET_KEY": "", "STRIPE_API_BASE": "", "STRIPE_WEBHOOK_SECRET": secret,
-        "STRIPE_EMULATOR_URL": emulator_url, "WEB_CONCURRENCY": "1",
-    }
-    trace = Path(tempfile.mkstemp(prefix="shop-micro-", suffix=".trace")[1])
     workdir = Path(tempfile.mkdtemp(prefix="shop-micro-"))
-    conn = emulator = None
-    bench.admin(f'CREATE DATABASE "{name}"')
-    bench.admin(f'CREATE DATABASE "{name}_emu"')
+    stack = Stack(workdir, workdir, tag=f"micro_{os.getpid()}_{secrets.token_hex(3)}", webhook_secret=secret)
+    secret_key = stack.secret_key
+    trace = Path(tempfile.mkstemp(prefix="shop-micro-", suffix=".trace")[1])
+    conn = None
     try:
-        bench.run([str(bench.BIN / "flask"), "--app", "wsgi", "db", "upgrade"], dict(os.environ), "db upgrade")
-        bench.run([str(bench.BIN / "flask"), "--app", "wsgi", "seed"], dict(os.environ), "seed")
+        stack.migrate()
         # Checkout talks to the emulator in a process of its own: only the shop's CPU is timed here.
-        emulator = bench.start_gunicorn("emulator", "wsgi:app", emulator_env, port, workdir)
-        bench.wait_ready(emulator, "/_stripe/v1/events")
+        emulator = stack.start_emulator("emulator", 0)
+        os.environ.update(stack.shop_env(emulator.port))
         import logging
 
         from shop import create_app
@@ -127,7 +112,7 @@ def main() -> int:
 
         app = create_app()
         logging.getLogger("shop").setLevel(logging.WARNING)  # in-process: don't time stdout
-        conn = bench.connect(name)
+        conn = connect(stack.shop_db)
         products = bench.catalogue(conn)
         lines = [(pid, product_name, unit, 1 + i) for i, (pid, product_name, unit) in enumerate(products[:2])]
         client = app.test_client()
@@ -142,7 +127,7 @@ def main() -> int:
         conn.execute("UPDATE products SET stock = 100000000")
         conn.execute("ANALYZE")
         shoppers_file = workdir / "shoppers.tsv"
-        bench.write_shoppers(shoppers_file, secret_key, 20 + 2 * (n + 20))
+        bench.write_shoppers(shoppers_file, secret_key, 20 + 3 * (n + 20))
         shoppers = iter(line.split("\t") for line in shoppers_file.read_text().splitlines())
         buyer = app.test_client()
         cart = {f"quantity-{slug}": "1" for (slug,) in conn.execute("SELECT slug FROM products LIMIT 1")}
@@ -180,13 +165,23 @@ def main() -> int:
         def floor_status():
             assert floor.get(f"/orders/{public_id}/status").status_code == 200
 
-        print(f"{n} requests each, one thread, production config, PostgreSQL (database {name})\n")
+        floor_buyer = floors.app.test_client()
+
+        def floor_checkout():
+            cookie, csrf, address = next(shoppers)
+            floor_buyer.set_cookie("session", cookie)
+            answer = floor_buyer.post("/checkout", data={**cart, "csrf_token": csrf,
+                                                         "checkout_token": secrets.token_urlsafe(24)})
+            assert answer.status_code == 303, answer.get_data(as_text=True)
+
+        print(f"{n} requests each, one thread, production config, PostgreSQL (database {stack.shop_db})\n")
         endpoints = (("home", "GET / (5 orders)", home), ("status", "GET /orders/<id>/status", status),
                      ("webhook", "POST /webhooks/stripe", webhook), ("checkout", "POST /checkout", checkout))
         rows = [measure(label, call, n, trips) | {"slug": slug} for slug, label, call in endpoints]
         rows += [measure(label, call, n, None) | {"slug": slug} for slug, label, call in (
             ("floor_home", "floor: GET / (5 orders)", floor_home),
-            ("floor_status", "floor: GET /orders/<id>/status", floor_status))]
+            ("floor_status", "floor: GET /orders/<id>/status", floor_status),
+            ("floor_checkout", "floor: POST /checkout", floor_checkout))]
         if opts.cpu_profile:
             import cProfile
             import pstats
@@ -215,16 +210,12 @@ def main() -> int:
         if opts.json:
             opts.json.write_text(json.dumps({"requests": n, "endpoints": rows}, indent=2) + "\n")
     finally:
-        if emulator:
-            emulator.stop()
         with contextlib.suppress(Exception):
             conn.close()
         with contextlib.suppress(Exception):
             db.engine.dispose()
         trace.unlink(missing_ok=True)
-        shutil.rmtree(workdir, ignore_errors=True)
-        for database in (name, name + "_emu"):
-            bench.admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        stack.close()
     return 0
 
 
