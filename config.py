@@ -98,6 +98,11 @@ class Config:
     RATELIMIT_ENABLED = True
     CHECKOUT_LIMIT_PER_IP = os.environ.get("CHECKOUT_LIMIT_PER_IP") or "10 per minute; 30 per hour"
     CHECKOUT_LIMIT_PER_BROWSER = os.environ.get("CHECKOUT_LIMIT_PER_BROWSER") or "5 per minute; 15 per hour"
+    # Failed sign-ins to the operator view (README "Deploying", item 8): short windows, so the
+    # operator mistyping is held a minute at most; a browser they signed in from before is
+    # never held by the per-username limit.
+    OPERATOR_SIGN_IN_LIMIT_PER_IP = os.environ.get("OPERATOR_SIGN_IN_LIMIT_PER_IP") or "5 per minute"
+    OPERATOR_SIGN_IN_LIMIT_PER_USERNAME = os.environ.get("OPERATOR_SIGN_IN_LIMIT_PER_USERNAME") or "20 per minute"
     # Most of a product's units one client address may hold in unpaid checkouts (README "Inventory").
     CHECKOUT_STOCK_SHARE = os.environ.get("CHECKOUT_STOCK_SHARE") or "0.2"
     # How many proxies in front of the shop append to X-Forwarded-For (shop/client_address.py).
@@ -180,7 +185,10 @@ NUMERIC_SETTINGS = {
     "TRUSTED_PROXY_HOPS": Number(int, 0, 10),
     "IPV6_CLIENT_PREFIX": Number(int, 1, 128),
 }
-RATE_LIMIT_SETTINGS = ("CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER")
+RATE_LIMIT_SETTINGS = (
+    "CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER",
+    "OPERATOR_SIGN_IN_LIMIT_PER_IP", "OPERATOR_SIGN_IN_LIMIT_PER_USERNAME",
+)
 
 
 def check_settings(config: dict) -> None:

@@ -45,6 +45,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(error: RateLimitExceeded):
         retry_after = retry_after_seconds(error)
+        if request.blueprint == "admin":
+            message = f"Too many failed sign-ins. Try again in {_in_words(retry_after)}."
+            page = render_template("error.html", title="Too many sign-in attempts", message=message, code=429)
+            return page, 429, {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
         page = render_template("rate_limited.html", title=TITLES[429], wait=_in_words(retry_after))
         return page, 429, {"Retry-After": str(retry_after)}
 

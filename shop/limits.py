@@ -1,8 +1,15 @@
-"""Rate limits on starting a checkout, per client IP and per browser (Flask-Limiter).
+"""Rate limits on starting a checkout, per client IP and per browser, and on the operator's
+failed sign-ins, per client IP and per username (Flask-Limiter).
 
-Only `POST /checkout` is limited: it reserves stock and opens a Stripe session, which is
-what scalpers and card testers repeat. The webhook, the status polling and every page stay
-unlimited, so Stripe's deliveries and a success page's polling are never refused.
+Only `POST /checkout` and the operator view are limited: starting a checkout reserves stock
+and opens a Stripe session, which is what scalpers and card testers repeat, and the operator
+view's password is what a guesser repeats. The webhook, the status polling and every other
+page stay unlimited, so Stripe's deliveries and a success page's polling are never refused.
+
+Only failed sign-ins count (a 401 to a request that carried credentials). The per-username
+limit never holds a browser the operator has signed in from before (marked in its signed
+session cookie), so someone guessing at the operator's username can't lock them out; the
+per-address limit is short (a minute).
 
 Counts live in Redis when `REDIS_URL` is set (shared by every worker and dyno), otherwise in
 each process's memory. If Redis stops answering, or answers slower than 50 ms, each worker
@@ -15,16 +22,19 @@ import logging
 import math
 import time
 
-from flask import Flask, current_app, request
-from flask_limiter import Limiter, RateLimitExceeded
+from flask import Flask, Response, current_app, request, session
+from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .client_address import client_address
 from .shoppers import current_shopper_id
 
-# The view that starts a checkout; the only one limited.
+# The view that starts a checkout, and the operator view's blueprint: the only ones limited.
 CHECKOUT_ENDPOINT = "checkout.create"
+OPERATOR_BLUEPRINT = "admin"
+# Set in the session cookie of a browser the operator signed in from.
+OPERATOR_BROWSER = "operator_browser"
 # A slow or hanging Redis must not slow a checkout: each call to it may take this long before
 # the limiter counts in the worker's memory instead (README "Deploying", item 8). Redis in the
 # same region answers in about a millisecond; connecting over TLS takes a few more.
@@ -41,6 +51,31 @@ def client_ip() -> str:
 def browser() -> str:
     """The browser, by the shopper id in its signed session cookie (created if new)."""
     return "browser:" + str(current_shopper_id(create=True))
+
+
+def operator_address() -> str:
+    return "operator-ip:" + client_address()
+
+
+def operator_username() -> str:
+    auth = request.authorization
+    return "operator-user:" + ((auth.username or "") if auth is not None else "")
+
+
+def failed_sign_in(response: Response) -> bool:
+    """Count a 401 only when credentials were sent: a browser's first, bare request is not a guess."""
+    return response.status_code == 401 and request.authorization is not None
+
+
+def known_operator_browser() -> bool:
+    return session.get(OPERATOR_BROWSER) is True
+
+
+def _log_throttled_sign_in(limit: RequestLimit) -> None:
+    log.warning(
+        "operator sign-in throttled (%s) for user %r from %s",
+        limit.limit, operator_username().removeprefix("operator-user:"), client_address(),
+    )
 
 
 def init_app(app: Flask) -> None:
@@ -69,7 +104,7 @@ def init_app(app: Flask) -> None:
     )
     limiter.init_app(app)
     # Every other request skips the limiter entirely: no count, no storage call, never a 429.
-    limiter.request_filter(lambda: request.endpoint != CHECKOUT_ENDPOINT)
+    limiter.request_filter(lambda: request.endpoint != CHECKOUT_ENDPOINT and request.blueprint != OPERATOR_BLUEPRINT)
     app.extensions["shop_limiter"] = limiter
     _route_logs_to_the_shops_handler(logging.getLogger("flask-limiter"))
 
@@ -77,6 +112,16 @@ def init_app(app: Flask) -> None:
     view = limiter.limit(lambda: current_app.config["CHECKOUT_LIMIT_PER_BROWSER"], key_func=browser)(view)
     view = limiter.limit(lambda: current_app.config["CHECKOUT_LIMIT_PER_IP"], key_func=client_ip)(view)
     app.view_functions[CHECKOUT_ENDPOINT] = view
+
+    operator_view = app.blueprints[OPERATOR_BLUEPRINT]
+    limiter.limit(
+        lambda: current_app.config["OPERATOR_SIGN_IN_LIMIT_PER_IP"], key_func=operator_address,
+        deduct_when=failed_sign_in, on_breach=_log_throttled_sign_in,
+    )(operator_view)
+    limiter.limit(
+        lambda: current_app.config["OPERATOR_SIGN_IN_LIMIT_PER_USERNAME"], key_func=operator_username,
+        deduct_when=failed_sign_in, exempt_when=known_operator_browser, on_breach=_log_throttled_sign_in,
+    )(operator_view)
 
 
 def _redis_options(url: str) -> dict:

@@ -6,15 +6,19 @@ blueprint answers 404, as if it did not exist.
 from __future__ import annotations
 
 import hmac
+import logging
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, abort, current_app, render_template, request, session
 from werkzeug.wrappers import Response
 
+from ..client_address import client_address
 from ..extensions import csrf
+from ..limits import OPERATOR_BROWSER
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 # Checked in `require_operator` instead, after the blueprint has answered 404 or 401.
 csrf.exempt(bp)
+log = logging.getLogger("shop.admin")
 
 
 def _credentials_match(username: str, password: str) -> bool:
@@ -31,9 +35,13 @@ def require_operator() -> Response | None:
         abort(404)
     auth = request.authorization
     if auth is not None and auth.type == "basic" and _credentials_match(auth.username or "", auth.password or ""):
+        # Marks this browser as the operator's: the per-username sign-in limit never holds it.
+        session[OPERATOR_BROWSER] = True
         if current_app.config["WTF_CSRF_ENABLED"] and request.method in current_app.config["WTF_CSRF_METHODS"]:
             csrf.protect()
         return None
+    if auth is not None:
+        log.warning("operator sign-in failed for user %r from %s", auth.username, client_address())
     page = render_template(
         "error.html", title="Sign in required", message="The operator view needs a username and password.", code=401
     )
