@@ -1,15 +1,27 @@
 """gunicorn settings from the platform's environment (PORT, WEB_CONCURRENCY)."""
 import os
+import sys
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from config import ConfigError, Number
+
+
+def _whole_number(name: str, default: str, low: int, high: int) -> int:
+    """The setting, or the same one-line refusal the app gives for a malformed number."""
+    try:
+        return int(Number(int, low, high).parse(name, os.environ.get(name) or default))
+    except ConfigError as exc:
+        sys.exit(f"Error: {exc}")
+
+
+bind = f"0.0.0.0:{_whole_number('PORT', '5000', 1, 65535)}"
+workers = _whole_number("WEB_CONCURRENCY", "2", 1, 64)
 # Threads, not processes, are what a checkout waiting on Stripe holds: at 400 ms per call, 2
 # workers x 4 threads start at most 20 checkouts a second however fast the code is, and a flash
 # sale's crowd queues behind them for tens of seconds (bench/run.py's flash sale; README
 # "Performance"). 32 threads per worker keep 64 Stripe calls in flight, and a waiting thread
 # holds no database connection (checkout commits before it calls Stripe), so the pool's 15
 # connections per worker serve them; the CPU, not the threads, then sets the pace.
-threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+threads = _whole_number("GUNICORN_THREADS", "32", 1, 256)
 worker_class = "gthread"
 timeout = 30
 graceful_timeout = 20

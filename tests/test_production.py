@@ -333,3 +333,14 @@ def test_production_logs_which_address_it_trusts(platform: dict[str, str], logge
     result = run([str(VENV_BIN / "flask"), "--app", "wsgi", "routes"], app_env(**STRONG_ENV, **platform))
     assert result.returncode == 0, result.stderr
     assert logged in result.stdout
+
+
+@pytest.mark.parametrize("setting", ["GUNICORN_THREADS", "PORT"])
+def test_gunicorn_refuses_a_malformed_number_in_one_line(setting: str) -> None:
+    """gunicorn.conf.py's own settings. (A malformed WEB_CONCURRENCY stops gunicorn before it reads the file.)"""
+    result = run([str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--check-config", "wsgi:app"],
+                 app_env(**{**STRONG_ENV, setting: "x"}))
+    assert result.returncode != 0
+    assert result.stderr.startswith(f"Error: Refusing to start: {setting}='x' must be a whole number from 1 to "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stdout + result.stderr
