@@ -295,3 +295,30 @@ def _check_weak_settings(config: dict) -> None:
             f"{refuse}STRIPE_API_BASE would send the secret key to "
             f"{config['STRIPE_API_BASE']}; unset it, or set ALLOW_STRIPE_API_BASE=1 if that host is yours."
         )
+
+
+def development_warnings(config: dict) -> list[str]:
+    """What a developer running on real Stripe keys must hear at start: each missing or
+    suspicious setting, in one line each (empty offline, where the emulator needs nothing)."""
+    key = str(config.get("STRIPE_SECRET_KEY") or "")
+    if config.get("STRIPE_OFFLINE") or not key:
+        return []
+    live = key.startswith(("sk_live_", "rk_live_"))
+    warnings = [
+        f"Using real Stripe in {'LIVE' if live else 'test'} mode with STRIPE_SECRET_KEY={key[:8]}…: "
+        "the offline banner is off and payments go to your Stripe account."
+    ]
+    if live:
+        warnings.append("STRIPE_SECRET_KEY is a LIVE key in development: real cards are charged. Use an sk_test_ key.")
+    elif not key.startswith(("sk_test_", "rk_test_")):
+        warnings.append("STRIPE_SECRET_KEY is not a secret key (sk_test_...) or restricted key (rk_test_...): Stripe will refuse it.")
+    secrets = config.get("STRIPE_WEBHOOK_SECRETS") or []
+    if not secrets:
+        warnings.append(
+            "STRIPE_WEBHOOK_SECRET is not set: every webhook gets 503 and no order is ever marked paid. "
+            "Run `stripe listen --forward-to localhost:5000/webhooks/stripe` and set it to the whsec_... it prints."
+        )
+    for secret in secrets:
+        if not secret.startswith("whsec_"):
+            warnings.append(f"STRIPE_WEBHOOK_SECRET {secret[:6]}… does not start with whsec_: no webhook will verify.")
+    return warnings

@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from config import CONFIGS, ConfigError, check_production, check_settings
+from config import CONFIGS, ConfigError, check_production, check_settings, development_warnings
 
 from . import client_address
 from .extensions import csrf, db, migrate
@@ -36,6 +36,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         check_production(app.config)
 
     _configure_logging(app)
+    if env_name == "development":
+        for warning in development_warnings(app.config):
+            logging.getLogger("shop").warning("%s", warning)
     client_address.init_app(app)
 
     db.init_app(app)
@@ -48,9 +51,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
         stripe_emulator.init_app(app)
 
-    from . import admin, catalog, checkout, cli, errors, filters, limits, ops, security, webhooks
+    from . import admin, catalog, checkout, cli, errors, filters, limits, ops, security, status_words, webhooks
 
     filters.init_app(app)
+    status_words.init_app(app)
     errors.init_app(app)
     security.init_app(app)
     cli.init_app(app)

@@ -265,3 +265,19 @@ def test_prices_on_the_page_follow_the_shops_locale_and_currency(database_url):
     with seeded_app(database_url, SHOP_CURRENCY="inr", SHOP_LOCALE="en_IN") as app:
         html = app.test_client().get("/").get_data(as_text=True)
     assert "₹18.00" in html and 'data-locale="en-IN"' in html and 'data-minor-factor="100"' in html
+
+
+def test_a_checkout_stripe_never_opened_is_not_shown_as_a_failed_payment(app, shop):
+    app.extensions["stripe_emulator"].failures.add("POST", "/v1/checkout/sessions")
+    assert shop.checkout({"enamel-mug": 1}).status_code == 503
+    home = shop.http.get("/").get_data(as_text=True)
+    assert "Payment failed" not in home
+    assert "Not started" in home
+    assert "this checkout never started and nothing was charged" in home
+
+
+def test_the_page_after_paying_never_says_awaiting_payment(app, shop, order):
+    html = shop.http.get(f"/checkout/success?session_id={order.stripe_session_id}").get_data(as_text=True)
+    assert "<h1>Confirming your payment…</h1>" in html
+    assert "Awaiting payment" not in html
+    assert "Status: <span class=\"status-text\"><span class=\"badge badge-awaiting_payment\">Confirming with Stripe</span>" in html

@@ -76,6 +76,8 @@ class OrderSummary:
     items: list[OrderLine] = field(default_factory=list)
     # The payment page, while the order can still be paid there; otherwise None.
     resume_url: str | None = None
+    # None: the checkout never reached Stripe (see status_words.never_started).
+    stripe_session_id: str | None = None
 
 
 _RECENT_ORDER_IDS = (
@@ -96,6 +98,7 @@ RECENT_ORDERS_WITH_ITEMS = (
         Order.paid_at,
         Order.checkout_url,
         Order.superseded_at,
+        Order.stripe_session_id,
         OrderItem.product_name,
         OrderItem.quantity,
         OrderItem.unit_amount,
@@ -122,6 +125,8 @@ def orders_of(shopper_id: str | None) -> list[OrderSummary]:
                 and row.superseded_at is None
                 and row.created_at > payable_since
             )
-            summary = orders[row.id] = OrderSummary(*row[1:8], resume_url=row.checkout_url if payable else None)
+            summary = orders[row.id] = OrderSummary(
+                *row[1:8], resume_url=row.checkout_url if payable else None, stripe_session_id=row.stripe_session_id
+            )
         summary.items.append(OrderLine(row.product_name, row.quantity, row.unit_amount))
     return list(orders.values())

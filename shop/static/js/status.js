@@ -5,11 +5,7 @@
   var root = document.querySelector("[data-status-url]");
   if (!root || !window.fetch) return;
   var url = root.dataset.statusUrl;
-  var labels = {
-    pending: "Awaiting payment", awaiting_payment: "Awaiting payment", processing: "Payment processing",
-    paid: "Paid", failed: "Payment failed", expired: "Expired", cancelled: "Cancelled",
-    partially_refunded: "Partially refunded", refunded: "Refunded"
-  };
+  var labels = JSON.parse(root.dataset.labels);  // the server's words for each status
   var paidStates = ["paid", "partially_refunded", "refunded"];
   var finalStates = paidStates.concat(["failed", "expired", "cancelled"]);
   var giveUpAfterMs = 120000;   // then say so, and keep checking, slowly
@@ -51,6 +47,7 @@
       document.title = "Payment not completed · Fieldwork Supply";
     } else if (status === "processing") {
       show("processing");
+      document.title = "Payment processing · Fieldwork Supply";
     } else if (changed && !timedOut) {
       show("waiting");
     }
