@@ -79,3 +79,10 @@ def test_ci_finds_the_newest_python_on_path_or_under_pyenv(tmp_path: Path):
     (tmp_path / "pyenv" / "versions" / "3.13.0" / "bin" / "python3.13").unlink()
     result = subprocess.run([BASH, "-c", function + "newest_python"], env=env, capture_output=True, text=True)
     assert result.stdout == "python3.12\n", result.stderr
+
+
+def test_every_local_flask_command_is_the_virtualenvs():
+    """Before "Deploying" every command runs on a developer's machine, from the README's `.venv`."""
+    local = (REPO_ROOT / "README.md").read_text().split("\n## Deploying", 1)[0]
+    bare = re.findall(r"(?<![/\w])flask (?:--app|run|stripe|db|seed)[^`\n]*", local)
+    assert not bare, f"commands without .venv/bin/: {bare}"

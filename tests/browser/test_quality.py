@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
@@ -73,6 +74,30 @@ def test_home_page_weighs_under_150_kb_in_under_15_requests(new_context, live_sh
     assert all(row["status"] == 200 for row in rows), rows
     assert len(rows) < MAX_HOME_REQUESTS
     assert transferred < MAX_HOME_BYTES
+
+    kinds = {"HTML": "document", "CSS": "stylesheet", "JS": "script", "three SVG images": "image", "favicon": "other"}
+    measured = {
+        "requests": len(rows),
+        "transferred": transferred / 1024,
+        "bodies": body_total / 1024,
+        **{name: sum(row["body_bytes"] for row in rows if row["type"] == kind) / 1024 for name, kind in kinds.items()},
+    }
+    written = readme_budget()
+    drift = {name: (written[name], round(value, 1)) for name, value in measured.items() if abs(written[name] - value) > 1}
+    assert not drift, f"the README's Budget figures (README, measured) drifted: {drift}"
+
+
+def readme_budget() -> dict[str, float]:
+    """The page-weight figures the README's Budget paragraph states."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    paragraph = " ".join(text.split("**Budget**", 1)[1].split("\n\n", 1)[0].split())
+    figures = re.search(
+        r"(\d+) requests, ([\d.]+) KB transferred \(([\d.]+) KB of bodies: HTML ([\d.]+) KB, CSS ([\d.]+) KB, "
+        r"JS ([\d.]+) KB, three SVG images ([\d.]+) KB, favicon ([\d.]+) KB\)",
+        paragraph,
+    )
+    names = ("requests", "transferred", "bodies", "HTML", "CSS", "JS", "three SVG images", "favicon")
+    return dict(zip(names, map(float, figures.groups()), strict=True))
 
 
 WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
