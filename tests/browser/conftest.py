@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -67,17 +69,18 @@ class LiveShop:
             return count or 0
 
 
-@pytest.fixture
-def live_shop(database_url: str) -> Iterator[LiveShop]:
+@contextmanager
+def serving(database_url: str, **overrides: Any) -> Iterator[LiveShop]:
     """A real HTTP server (werkzeug, threaded) on a random port of 127.0.0.1 in front of a fresh,
     seeded app. The emulator is given no address: it follows the one the shop is served at."""
-    app = make_app(
-        database_url,
-        STRIPE_EMULATOR_DELIVER_IN_PROCESS=False,
-        STRIPE_EMULATOR_WORKER=True,
-        STRIPE_EMULATOR_DELAY=0.2,
-        STRIPE_EMULATOR_ASYNC_DELAY=2,
-    )
+    settings = {
+        "STRIPE_EMULATOR_DELIVER_IN_PROCESS": False,
+        "STRIPE_EMULATOR_WORKER": True,
+        "STRIPE_EMULATOR_DELAY": 0.2,
+        "STRIPE_EMULATOR_ASYNC_DELAY": 2,
+        **overrides,
+    }
+    app = make_app(database_url, **settings)
     with app.app_context():
         seed_products()
         db.session.remove()
@@ -95,6 +98,12 @@ def live_shop(database_url: str) -> Iterator[LiveShop]:
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+@pytest.fixture
+def live_shop(database_url: str) -> Iterator[LiveShop]:
+    with serving(database_url) as shop:
+        yield shop
 
 
 @pytest.fixture(scope="session")
