@@ -293,4 +293,5 @@ PAGE_STATES: list[PageState] = [
     PageState("admin-order-review", "Order ord_", admin_order_needs_review, operator=True),
     PageState("admin-events-waiting", "Stripe events needing attention", admin_events_waiting, operator=True),
     PageState("admin-products", "Products", lambda visit: visit.goto("/admin/products"), operator=True),
+    PageState("admin-stripe-webhook", "Stripe webhook", lambda visit: visit.goto("/admin/stripe"), operator=True),
 ]
