@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import orders
-from .models import Order, StripeEvent
+from . import disputes, orders, refunds
+from .models import Order, Refund, StripeEvent
 from .orders import InvalidEvent
 
 # Stripe nests its objects a handful of levels deep (event, data, object, a hash, a list, an
@@ -42,6 +42,32 @@ CHARGE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "amount_refunded": int,
     "currency": str,
 }
+REFUND_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "payment_intent": (str, Mapping),
+    "amount": int,
+    "created": int,
+    "currency": str,
+    "status": str,
+    "reason": str,
+    "failure_reason": str,
+}
+DISPUTE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "payment_intent": (str, Mapping),
+    "charge": (str, Mapping),
+    "amount": int,
+    "created": int,
+    "currency": str,
+    "status": str,
+    "reason": str,
+    "evidence_details": Mapping,
+    "balance_transactions": list,
+}
+# Strings stored in columns of a bounded length, and integers stored as 32-bit integers.
+REFUND_BOUNDS = {name: Refund.__table__.c[name].type.length for name in ("reason", "failure_reason")}
+SHORT_TEXT = {"id": STRIPE_ID_LENGTH, "charge": STRIPE_ID_LENGTH}
+LIMITED_INTEGERS = ("amount", "created")
 NESTED_STRINGS = (("customer_details", "email"), ("metadata", "order_id"))
 
 
@@ -59,8 +85,38 @@ def check(event: Mapping[str, Any]) -> None:
         for outer, inner in NESTED_STRINGS:
             if obj.get(outer) is not None:
                 _check_fields(obj[outer], {inner: str}, f"checkout.session.{outer}")
-    elif event["type"] == orders.CHARGE_REFUNDED:
+    elif event["type"] == refunds.CHARGE_REFUNDED:
         _check_fields(obj, CHARGE_FIELDS, "charge")
+        listed = obj.get("refunds")
+        for refund in listed.get("data") or [] if isinstance(listed, Mapping) else []:
+            if isinstance(refund, Mapping):
+                _check_refund(refund)
+    elif event["type"] in refunds.REFUND_EVENTS:
+        _check_refund(obj)
+    elif event["type"] in disputes.DISPUTE_EVENTS:
+        _check_fields(obj, DISPUTE_FIELDS, "dispute")
+        _check_bounds(obj, SHORT_TEXT, "dispute")
+        details = obj.get("evidence_details")
+        if details is not None:
+            _check_fields(details, {"due_by": int}, "dispute.evidence_details")
+            _check_bounds(details, {}, "dispute.evidence_details", ("due_by",))
+
+
+def _check_refund(refund: Mapping[str, Any]) -> None:
+    _check_fields(refund, REFUND_FIELDS, "refund")
+    _check_bounds(refund, SHORT_TEXT | REFUND_BOUNDS, "refund")
+
+
+def _check_bounds(
+    obj: Mapping[str, Any], lengths: Mapping[str, int], where: str, integers: tuple[str, ...] = LIMITED_INTEGERS
+) -> None:
+    for name, length in lengths.items():
+        if isinstance(obj.get(name), str):
+            _bounded(obj[name], length, f"{where}.{name}")
+    for name in integers:
+        value = obj.get(name)
+        if isinstance(value, int) and not -LARGEST_CREATED <= value <= LARGEST_CREATED:
+            raise InvalidEvent(f"{where}.{name} {value} does not fit a 32-bit integer")
 
 
 def _bounded(value: str, length: int, where: str) -> None:
@@ -77,7 +133,7 @@ def _check_fields(obj: Mapping[str, Any], fields: Mapping[str, type | tuple[type
             _bounded(value, STRIPE_ID_LENGTH, f"{where}.{name}")
 
 
-JSON_NAMES = {str: "a string", int: "an integer", Mapping: "an object"}
+JSON_NAMES = {str: "a string", int: "an integer", Mapping: "an object", list: "an array"}
 
 
 def _name_of(kind: type | tuple[type, ...]) -> str:

@@ -26,11 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import case, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from . import event_shape, orders, paid_sessions
-from .extensions import db
+from . import disputes, event_shape, orders, paid_sessions, refunds
+from .extensions import db, upsert
 from .models import EventState, StripeEvent, utcnow
 from .orders import InvalidEvent
 
@@ -72,13 +70,11 @@ def validate(event: Mapping[str, Any]) -> None:
     _require(event, "created", int, "event")
     data = _require(event, "data", dict, "event")
     obj = _require(data, "object", dict, "event.data")
+    carried = CARRIES.get(event["type"])
+    if carried is not None and obj.get("object") != carried:
+        raise InvalidEvent(f"{event['type']} must carry a {carried}")
     if event["type"] in orders.SESSION_EVENTS:
-        if obj.get("object") != "checkout.session":
-            raise InvalidEvent(f"{event['type']} must carry a checkout.session")
         _require(obj, "id", str, "checkout.session")
-    elif event["type"] == orders.CHARGE_REFUNDED:
-        if obj.get("object") != "charge":
-            raise InvalidEvent("charge.refunded must carry a charge")
     event_shape.check(event)
 
 
@@ -89,10 +85,6 @@ def _session_event(event: Mapping[str, Any]) -> orders.Outcome:
     return orders.apply_session_event(event["type"], event["data"]["object"])
 
 
-def _charge_refunded(event: Mapping[str, Any]) -> orders.Outcome:
-    return orders.apply_charge_refunded(event["data"]["object"])
-
-
 # The intake in one table: which event type becomes which state change. A handler gets the
 # whole verified event. Any other type is recorded as not ours.
 HANDLERS: dict[str, Handler] = {
@@ -100,27 +92,21 @@ HANDLERS: dict[str, Handler] = {
     orders.SESSION_ASYNC_SUCCEEDED: _session_event,
     orders.SESSION_ASYNC_FAILED: _session_event,
     orders.SESSION_EXPIRED: _session_event,
-    orders.CHARGE_REFUNDED: _charge_refunded,
+    refunds.CHARGE_REFUNDED: refunds.apply_charge_refunded,
+    **dict.fromkeys(sorted(refunds.REFUND_EVENTS), refunds.apply_refund_event),
+    **dict.fromkeys(sorted(disputes.DISPUTE_EVENTS), disputes.apply_dispute_event),
+}
+# The object each handled event type carries in `data.object`.
+CARRIES: dict[str, str] = {
+    **dict.fromkeys(orders.SESSION_EVENTS, "checkout.session"),
+    refunds.CHARGE_REFUNDED: "charge",
+    **dict.fromkeys(refunds.REFUND_EVENTS, "refund"),
+    **dict.fromkeys(disputes.DISPUTE_EVENTS, "dispute"),
 }
 
 # Every event type a webhook endpoint must send this shop: what the deploy step subscribes to
 # and what `flask stripe check` expects of an endpoint.
-HANDLED_EVENT_TYPES: tuple[str, ...] = tuple(
-    sorted(
-        {
-            *HANDLERS,
-            "charge.refund.updated",
-            "refund.created",
-            "refund.updated",
-            "refund.failed",
-            "charge.dispute.created",
-            "charge.dispute.updated",
-            "charge.dispute.funds_withdrawn",
-            "charge.dispute.funds_reinstated",
-            "charge.dispute.closed",
-        }
-    )
-)
+HANDLED_EVENT_TYPES: tuple[str, ...] = tuple(sorted(HANDLERS))
 
 
 def _dispatch(event: Mapping[str, Any]) -> orders.Outcome:
@@ -130,14 +116,10 @@ def _dispatch(event: Mapping[str, Any]) -> orders.Outcome:
     return handler(event)
 
 
-def _insert() -> Any:
-    return pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 def _claim(event: Mapping[str, Any]) -> Any:
     """Record the event's id, or lock the row an earlier delivery made. None if new, else its (state, outcome)."""
     created_row = db.session.execute(
-        _insert()(StripeEvent)
+        upsert(StripeEvent)
         .values(
             id=event["id"], type=event["type"], created=event["created"], received_at=utcnow(), state=EventState.RECEIVED
         )
@@ -198,7 +180,7 @@ def _record_failure(event: Mapping[str, Any], exc: Exception) -> None:
     payload = json.dumps(event)
     try:
         db.session.execute(
-            _insert()(StripeEvent)
+            upsert(StripeEvent)
             .values(
                 id=event["id"], type=event["type"], created=event["created"], received_at=utcnow(),
                 state=EventState.FAILED, error=error, payload=payload, failures=1,

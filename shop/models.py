@@ -74,7 +74,14 @@ class Order(db.Model):
     status: Mapped[str] = mapped_column(String(24), index=True)
     currency: Mapped[str] = mapped_column(String(3))
     amount_total: Mapped[int] = mapped_column(Integer)
+    # What the refunds Stripe reported and that did not fail add up to (see `shop.refunds`), and
+    # the part of it that is still on its way to the customer (pending or requiring action).
     amount_refunded: Mapped[int] = mapped_column(Integer, default=0)
+    amount_refund_pending: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The charge's `amount_refunded` as the newest `charge.refunded` reported it, and that event's
+    # `created`: since API 2022-11-15 the event no longer lists the refunds themselves.
+    charge_amount_refunded: Mapped[int | None] = mapped_column(Integer)
+    charge_refunded_as_of: Mapped[int | None] = mapped_column(Integer)
     stripe_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     checkout_url: Mapped[str | None] = mapped_column(Text)
     payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
@@ -98,6 +105,9 @@ class Order(db.Model):
     items: Mapped[list[OrderItem]] = relationship(
         back_populates="order", order_by="OrderItem.id", cascade="all, delete-orphan"
     )
+    # Read-only views for pages and exports: `shop.refunds` and `shop.disputes` write these rows.
+    refunds: Mapped[list[Refund]] = relationship(order_by="Refund.stripe_created", viewonly=True)
+    disputes: Mapped[list[Dispute]] = relationship(order_by="Dispute.stripe_created", viewonly=True)
 
 
 class OrderItem(db.Model):
@@ -151,3 +161,52 @@ class StripeEvent(db.Model):
     payload: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(String(500))
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Refund(db.Model):
+    """One Stripe refund of an order's payment, by its id, as the newest of its events says."""
+
+    __tablename__ = "refunds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stripe_refund_id: Mapped[str] = mapped_column(String(255), unique=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255))
+    amount: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(24))  # pending, requires_action, succeeded, failed, canceled
+    reason: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
+    stripe_created: Mapped[int] = mapped_column(Integer)  # the refund's `created`
+    # `created` of the event (or API answer) the status was taken from: an older one never wins.
+    as_of: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Dispute(db.Model):
+    """One dispute (chargeback or inquiry) of an order's payment, as the newest of its events says."""
+
+    __tablename__ = "disputes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stripe_dispute_id: Mapped[str] = mapped_column(String(255), unique=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255))
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    due_by: Mapped[int | None] = mapped_column(Integer)  # unix time the evidence is due
+    is_charge_refundable: Mapped[bool] = mapped_column(Boolean)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    # From the dispute's balance transactions: what Stripe took from the balance, and gave back.
+    amount_withdrawn: Mapped[int] = mapped_column(Integer, default=0)
+    fee_withdrawn: Mapped[int] = mapped_column(Integer, default=0)
+    amount_reinstated: Mapped[int] = mapped_column(Integer, default=0)
+    fee_reinstated: Mapped[int] = mapped_column(Integer, default=0)
+    stripe_created: Mapped[int] = mapped_column(Integer)
+    as_of: Mapped[int] = mapped_column(Integer)  # `created` of the event the status was taken from
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,19 +1,22 @@
 """Order lifecycle: the one place where an order changes state.
 
-    pending ──► awaiting_payment ──► paid ──► partially_refunded ──► refunded
+    pending ──► awaiting_payment ──► paid ◄──► partially_refunded ◄──► refunded
        │              │    └──► processing ──► paid / failed
        │              ├──► failed
        └──► failed    ├──► expired
             expired   └──► cancelled (the shopper left Stripe's page and Stripe closed the session)
+
+Once paid, an order stays in the paid states: its refunds (`shop.refunds`) move it between
+them, back towards `paid` when a refund fails. Disputes (`shop.disputes`) sit beside it.
 
 Each transition is one conditional UPDATE (`... WHERE status IN (allowed sources)`), so
 concurrent or repeated deliveries apply it at most once, and nothing moves a paid order
 backwards. A verified payment is never dropped: `paid` is also reachable from `failed`
 `expired` and `cancelled`, because money that Stripe says it took must show on the order.
 
-A refund can reach the shop before the payment it refunds (Stripe promises no order of
-delivery): it waits, kept on its event row, until an order is paid through that payment
-intent, and is applied in the same transaction as that payment.
+A refund or dispute can reach the shop before the payment it concerns (Stripe promises no
+order of delivery): it waits, kept on its event row, until an order is paid through that
+payment intent, and is applied in the same transaction as that payment.
 
 Stock: placing an order reserves its units (a conditional UPDATE, so concurrent shoppers
 can't oversell); entering `failed`, `expired` or `cancelled` returns them; `paid` keeps them.
@@ -59,9 +62,11 @@ ALLOWED_SOURCES: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.FAILED: frozenset({S.PENDING, S.AWAITING_PAYMENT, S.PROCESSING}),
     S.EXPIRED: frozenset({S.PENDING, S.AWAITING_PAYMENT}),
     S.CANCELLED: frozenset({S.AWAITING_PAYMENT}),
-    S.PARTIALLY_REFUNDED: frozenset({S.PAID, S.PARTIALLY_REFUNDED}),
+    S.PARTIALLY_REFUNDED: frozenset({S.PAID, S.PARTIALLY_REFUNDED, S.REFUNDED}),
     S.REFUNDED: frozenset({S.PAID, S.PARTIALLY_REFUNDED}),
 }
+# `paid` is entered from the refunded states only through `settle_refunds` (refunds that
+# failed), never by a session event: a redelivered payment must not undo a refund.
 # A failed session creation may fail only an order still waiting for its session.
 CHECKOUT_FAILED_SOURCES = frozenset({S.PENDING})
 PAID_STATES = frozenset({S.PAID, S.PARTIALLY_REFUNDED, S.REFUNDED})
@@ -73,7 +78,6 @@ SESSION_COMPLETED = "checkout.session.completed"
 SESSION_ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
 SESSION_ASYNC_FAILED = "checkout.session.async_payment_failed"
 SESSION_EXPIRED = "checkout.session.expired"
-CHARGE_REFUNDED = "charge.refunded"
 SESSION_EVENTS = frozenset({SESSION_COMPLETED, SESSION_ASYNC_SUCCEEDED, SESSION_ASYNC_FAILED, SESSION_EXPIRED})
 
 
@@ -369,7 +373,7 @@ def _require_payment_fields(session: Mapping[str, Any]) -> None:
             raise InvalidEvent(f"checkout.session.{key} is missing or not a {kind.__name__}")
 
 
-def _lock_payment(payment_intent: str) -> None:
+def lock_payment(payment_intent: str) -> None:
     """Serialize, until the transaction ends, everything that concerns one payment intent.
 
     A refund that finds no paid order for its payment decides to wait while, at the same
@@ -428,7 +432,7 @@ def apply_session_event(event_type: str, session: Mapping[str, Any]) -> Outcome:
     order_id = order.id  # read before the transition expires the instance
     payment_intent = payment_intent or order.payment_intent_id
     if target == S.PAID and payment_intent:
-        _lock_payment(payment_intent)  # before the order is paid, so a waiting refund can't slip past
+        lock_payment(payment_intent)  # before the order is paid, so a waiting refund can't slip past
     if _transition(order, target, **values):
         paid_through = payment_intent if target == S.PAID else None
         return Outcome(f"order {target}", order_id, paid_through=paid_through)
@@ -459,7 +463,7 @@ def _order_naming(session: Mapping[str, Any]) -> Order | None:
     order_id = order.id
     payment_intent = _stripe_id(session.get("payment_intent"))
     if payment_intent:
-        _lock_payment(payment_intent)  # the payment's lock before the order's row, as everywhere else
+        lock_payment(payment_intent)  # the payment's lock before the order's row, as everywhere else
     recorded = db.session.execute(
         update(Order)
         .where(Order.id == order_id, Order.status == S.PENDING, Order.stripe_session_id.is_(None))
@@ -548,17 +552,17 @@ def pay_matching_order_parameters(event_type: str, session: Mapping[str, Any]) -
     }
 
 
-def apply_charge_refunded(charge: Mapping[str, Any]) -> Outcome:
-    """Apply a verified `charge.refunded` event: refunded in full, or in part.
+def paid_order_or_waiting(payment_intent: Any) -> Order | Outcome:
+    """The paid order a refund or dispute of this payment concerns, or the outcome to record instead.
 
-    A refund of a payment no order is paid through yet waits for it: Stripe doesn't promise
-    that the payment's own events arrive first. A charge without a payment intent (the
-    legacy Charges API) can't be one of this shop's, which are all Checkout payments.
+    Locks the payment (see `lock_payment`). A payment no order is paid through yet is waited
+    for: Stripe doesn't promise that the payment's own events arrive first. An object without
+    a payment intent (the legacy Charges API) can't be one of this shop's Checkout payments.
     """
-    payment_intent = _stripe_id(charge.get("payment_intent"))
+    payment_intent = _stripe_id(payment_intent)
     if payment_intent is None:
-        return Outcome("not ours: a charge without a payment intent", state=EventState.NOT_OURS)
-    _lock_payment(payment_intent)
+        return Outcome("not ours: no payment intent", state=EventState.NOT_OURS)
+    lock_payment(payment_intent)
     order = db.session.scalar(select(Order).where(Order.payment_intent_id == payment_intent))
     if order is None or order.status not in PAID_STATES:
         why = "no order has this payment yet" if order is None else f"order {order.public_id} is not paid yet"
@@ -568,23 +572,25 @@ def apply_charge_refunded(charge: Mapping[str, Any]) -> Outcome:
             state=EventState.WAITING,
             waiting_for=payment_intent,
         )
-    refunded = charge.get("amount_refunded")
-    if not isinstance(refunded, int) or isinstance(refunded, bool) or charge.get("currency") != order.currency:
-        return flag_for_review(order, f"refund of {refunded} {charge.get('currency')} does not fit the order")
-    target = S.REFUNDED if refunded >= order.amount_total else S.PARTIALLY_REFUNDED
-    order_id = order.id
+    return order
+
+
+def settle_refunds(order: Order, refunded: int, pending: int) -> Outcome:
+    """Set what the order's refunds add up to (`pending` of it still on its way) and the status that follows.
+
+    Only between the paid states: refunds that failed return the order to `paid` or
+    `partially_refunded`, never to before its payment.
+    """
+    target = S.PAID if refunded <= 0 else S.REFUNDED if refunded >= order.amount_total else S.PARTIALLY_REFUNDED
+    order_id, public_id = order.id, order.public_id
     result = db.session.execute(
         update(Order)
-        .where(
-            Order.id == order_id,
-            Order.status.in_(ALLOWED_SOURCES[target]),
-            Order.amount_refunded < refunded,
-        )
-        .values(status=target, amount_refunded=refunded, updated_at=utcnow())
+        .where(Order.id == order_id, Order.status.in_(PAID_STATES))
+        .values(status=target, amount_refunded=max(refunded, 0), amount_refund_pending=pending, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     db.session.expire(order)
     if result.rowcount == 1:
-        log.info("order %s -> %s (%s refunded)", order.public_id, target, refunded)
-        return Outcome(f"order {target} ({refunded})", order_id)
+        log.info("order %s: %s, %s refunded", public_id, target, refunded)
+        return Outcome(f"order {target} ({refunded} refunded)", order_id)
     return Outcome(f"no change: order already {order.status}", order_id)

@@ -49,7 +49,7 @@ RECORD_RECEIVED = (
     )
     .on_conflict_do_nothing(index_elements=["id"])
 )
-# The same lock as orders._lock_payment: a refund deciding to wait for this payment and this
+# The same lock as orders.lock_payment: a refund deciding to wait for this payment and this
 # payment being applied can't miss each other. Taken in a statement of its own, so that the
 # next one's snapshot (READ COMMITTED) already sees a refund that committed meanwhile.
 LOCK_PAYMENT = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("payment_intent"), 0)))

@@ -27,6 +27,8 @@ AFTER_PAYING: dict[str, str] = {
     OrderStatus.AWAITING_PAYMENT: "Confirming with Stripe",
 }
 NEVER_STARTED = "Not started"
+# A refund Stripe has accepted but not yet paid out: "Refunded" would promise money not yet there.
+REFUND_ON_ITS_WAY = "Refund on its way"
 
 
 def never_started(order: Order | OrderSummary) -> bool:
@@ -37,5 +39,5 @@ def never_started(order: Order | OrderSummary) -> bool:
 def init_app(app: Flask) -> None:
     app.jinja_env.globals.update(
         status_labels=LABELS, status_labels_after_paying=AFTER_PAYING, never_started=never_started,
-        never_started_label=NEVER_STARTED,
+        never_started_label=NEVER_STARTED, refund_on_its_way_label=REFUND_ON_ITS_WAY,
     )

@@ -181,21 +181,22 @@ def checkout_sessions_naming(order_public_id: str, created_from: datetime, creat
         raise PaymentProviderError(str(exc)) from exc
 
 
-def refund_remaining(order: Order, attempt: str) -> None:
-    """Ask Stripe to refund what is left of a paid order.
+def refund_remaining(order: Order, attempt: str) -> dict[str, Any]:
+    """Ask Stripe to refund what is left of a paid order; returns the refund Stripe made.
 
-    The idempotency key names how much was already refunded and the refund form's `attempt`
-    token, so a double-submitted form makes one refund, while a form shown again after a
-    failure gets a key of its own: Stripe replays a saved error, even a 500, for 24 hours.
+    The idempotency key names the order and the refund form's `attempt` token (one per showing
+    of the form), so a double-submitted form makes one refund, while a form shown again after
+    a failure gets a key of its own: Stripe replays a saved error, even a 500, for 24 hours.
     A second attempt can't refund twice: Stripe never refunds more than the charge.
     """
     try:
-        _client().v1.refunds.create(
+        refund = _client().v1.refunds.create(
             params={"payment_intent": order.payment_intent_id},  # type: ignore[typeddict-item]
-            options={"idempotency_key": f"refund-{order.public_id}-{order.amount_refunded}-{attempt}"},
+            options={"idempotency_key": f"refund-{order.public_id}-{attempt}"},
         )
     except stripe.StripeError as exc:
         raise PaymentProviderError(str(exc)) from exc
+    return refund.to_dict()
 
 
 def events_since(created_after: int) -> Iterator[dict[str, Any]]:

@@ -270,3 +270,70 @@ def patch_order_handler(monkeypatch: Any, name: str, replacement: Any) -> None:
 
     monkeypatch.setattr(orders, name, replacement)
     monkeypatch.setattr(paid_sessions, "try_paying", lambda event: None)
+
+
+def refund_object_event(
+    event_type: str,
+    refund_id: str,
+    payment_intent: str,
+    amount: int,
+    status: str,
+    created: int,
+    failure_reason: str | None = None,
+    currency: str = "usd",
+) -> dict[str, Any]:
+    """A `refund.*` or `charge.refund.updated` event carrying one refund, created at `created`."""
+    refund = {
+        "id": refund_id,
+        "object": "refund",
+        "amount": amount,
+        "balance_transaction": None,
+        "charge": "ch_" + secrets.token_hex(12),
+        "created": created - 5,
+        "currency": currency,
+        "metadata": {},
+        "payment_intent": payment_intent,
+        "reason": None,
+        "receipt_number": None,
+        "source_transfer_reversal": None,
+        "status": status,
+        "transfer_reversal": None,
+    }
+    if failure_reason:
+        refund["failure_reason"] = failure_reason
+    return stripe_event(event_type, refund) | {"created": created}
+
+
+def dispute_event(
+    event_type: str,
+    dispute_id: str,
+    payment_intent: str,
+    status: str,
+    created: int,
+    amount: int = 4800,
+    is_charge_refundable: bool = False,
+    balance_transactions: tuple[tuple[int, int], ...] = (),
+    due_by: int = 1_900_000_000,
+) -> dict[str, Any]:
+    """A `charge.dispute.*` event; `balance_transactions` as (amount, fee) pairs."""
+    dispute = {
+        "id": dispute_id,
+        "object": "dispute",
+        "amount": amount,
+        "balance_transactions": [
+            {"id": "txn_" + secrets.token_hex(8), "object": "balance_transaction", "amount": value, "fee": fee,
+             "currency": "usd", "reporting_category": "dispute" if value < 0 else "dispute_reversal"}
+            for value, fee in balance_transactions
+        ],
+        "charge": "ch_" + secrets.token_hex(12),
+        "created": created,
+        "currency": "usd",
+        "evidence_details": {"due_by": due_by, "has_evidence": False, "past_due": False, "submission_count": 0},
+        "is_charge_refundable": is_charge_refundable,
+        "livemode": False,
+        "metadata": {},
+        "payment_intent": payment_intent,
+        "reason": "fraudulent",
+        "status": status,
+    }
+    return stripe_event(event_type, dispute) | {"created": created}

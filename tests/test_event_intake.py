@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from shop import orders
+from shop import events
 from tests.helpers import event_state, get_order, post_event, refund_event, session_event, snapshot
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "stripe" / "fixtures3.json"
@@ -97,12 +97,12 @@ def test_a_waiting_refund_whose_redelivery_fails_is_still_applied_with_the_payme
     refund = refund_event("pi_first_paid_later", 1000, 4800)
     post_event(app, refund)
 
-    def database_fails(charge):
+    def database_fails(event):
         raise OperationalError("UPDATE orders ...", {}, Exception("server closed the connection unexpectedly"))
 
     app.config["PROPAGATE_EXCEPTIONS"] = False  # a crash answers 500, as in production
     with monkeypatch.context() as patch:
-        patch.setattr(orders, "apply_charge_refunded", database_fails)
+        patch.setitem(events.HANDLERS, "charge.refunded", database_fails)
         assert post_event(app, refund).status_code == 500
     state, waiting_for, _ = event_state(app, refund["id"])
     assert (state, waiting_for) == ("waiting", "pi_first_paid_later")

@@ -12,13 +12,13 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
-from .. import recovery, stripe_gateway, webhook_check
+from .. import disputes, recovery, refunds, stripe_gateway, webhook_check
 from ..events import HANDLED_EVENT_TYPES
 from ..extensions import db
 from ..filters import isodate
 from ..models import EventState, Order, Product, StripeEvent, utcnow
 from ..money import to_units
-from ..orders import OrderStatus
+from ..orders import PAID_STATES, OrderStatus
 from . import bp
 from .queries import PER_PAGE, OrderFilter, parse_page
 
@@ -28,8 +28,9 @@ REFUNDABLE = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED})
 # One token per rendering of the refund form: the same form sent twice is one refund.
 REFUND_ATTEMPT = re.compile(r"[A-Za-z0-9_-]{22}")
 CSV_HEADER = (
-    "order", "created_at", "status", "currency", "amount_total", "amount_refunded", "customer_email",
-    "items", "stripe_session_id", "payment_intent_id", "paid_at", "review_reason",
+    "order", "created_at", "status", "currency", "amount_total", "amount_refunded", "refund_pending",
+    "refunds_failed", "disputes", "dispute_withdrawn", "customer_email", "items", "stripe_session_id",
+    "payment_intent_id", "paid_at", "review_reason",
 )
 
 
@@ -55,7 +56,14 @@ def orders() -> ResponseReturnValue:
     page = parse_page(request.args.get("page", "1"))
     pagination = db.paginate(order_filter.query(), page=page, per_page=PER_PAGE, error_out=False)
     return render_template(
-        "admin/orders.html", pagination=pagination, order_filter=order_filter, statuses=list(OrderStatus)
+        "admin/orders.html",
+        pagination=pagination,
+        order_filter=order_filter,
+        statuses=list(OrderStatus),
+        open_disputes=disputes.open_disputes(),
+        failed_refunds=refunds.failed_needing_attention(),
+        dashboard_url=disputes.dashboard_url,
+        failure_text=refunds.failure_text,
     )
 
 
@@ -66,7 +74,10 @@ def orders_csv() -> ResponseReturnValue:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_HEADER)
-    for order in db.session.scalars(order_filter.query().execution_options(yield_per=500)):
+    for order in db.session.scalars(
+        order_filter.query().options(selectinload(Order.refunds), selectinload(Order.disputes))
+        .execution_options(yield_per=500)
+    ):
         writer.writerow(_csv_row(order))
     filename = f"orders-{utcnow():%Y%m%d-%H%M%S}.csv"
     return Response(
@@ -83,6 +94,15 @@ def _csv_row(order: Order) -> list[str]:
         order.currency.upper(),
         _decimal_amount(order.amount_total, order.currency),
         _decimal_amount(order.amount_refunded, order.currency),
+        _decimal_amount(order.amount_refund_pending, order.currency),
+        "; ".join(
+            f"{refund.stripe_refund_id} {_decimal_amount(refund.amount, refund.currency)} {refund.failure_reason or ''}".strip()
+            for refund in order.refunds
+            if refund.status == refunds.FAILED
+        ),
+        "; ".join(f"{dispute.stripe_dispute_id} {dispute.status}" for dispute in order.disputes),
+        _decimal_amount(sum(d.amount_withdrawn + d.fee_withdrawn - d.amount_reinstated - d.fee_reinstated
+                            for d in order.disputes), order.currency),
         order.customer_email or "",
         items,
         order.stripe_session_id or "",
@@ -111,34 +131,48 @@ def order_detail(public_id: str) -> ResponseReturnValue:
         .where(StripeEvent.order_id == order.id)
         .order_by(StripeEvent.created.desc(), StripeEvent.received_at.desc())
     ).all()
+    order_disputes = disputes.of_order(order.id)
+    blockers = disputes.refund_blockers(order_disputes)
     return render_template(
         "admin/order.html",
         order=order,
         events=events,
-        refundable=order.status in REFUNDABLE,
+        refunds=refunds.of_order(order.id),
+        disputes=order_disputes,
+        open_dispute_statuses=disputes.OPEN_STATUSES,
+        dashboard_url=disputes.dashboard_url,
+        failure_text=refunds.failure_text,
+        refund_blockers=blockers,
+        refundable=order.status in REFUNDABLE and not blockers,
         refund_attempt=secrets.token_urlsafe(16),
     )
 
 
 @bp.post("/orders/<public_id>/refund")
 def refund(public_id: str) -> ResponseReturnValue:
-    """Ask Stripe to refund what is left. The order changes only when charge.refunded arrives."""
+    """Ask Stripe to refund what is left; the refund shows as pending until Stripe's events say more."""
     order = _order_or_404(public_id)
-    if order.status not in REFUNDABLE or not order.payment_intent_id:
+    # Any paid state: a form sent again after its refund was recorded still reaches Stripe, which
+    # replays the first answer for the same attempt (and refuses a new one on a refunded charge).
+    if order.status not in PAID_STATES or not order.payment_intent_id:
         abort(409, "Only paid orders can be refunded.")
+    if disputes.refund_blockers(disputes.of_order(order.id)):
+        abort(409, "A dispute of this payment is open: Stripe refuses refunds until it is closed.")
     if not request.form.get("confirm"):
         abort(400, "Tick the box to confirm the refund.")
     attempt = request.form.get("attempt", "")
     if not REFUND_ATTEMPT.fullmatch(attempt):
         abort(400, "The refund form is incomplete; reload the order and try again.")
     try:
-        stripe_gateway.refund_remaining(order, attempt)
+        refund = stripe_gateway.refund_remaining(order, attempt)
     except stripe_gateway.PaymentProviderError as exc:
         log.error("refund of order %s failed: %s", order.public_id, exc)
         flash(f"Stripe did not accept the refund: {exc}", "error")
     else:
-        log.info("refund requested for order %s", order.public_id)
-        flash("Refund requested; the order updates when Stripe confirms it.")
+        refunds.record_requested(order, refund)
+        db.session.commit()
+        log.info("refund %s requested for order %s", refund["id"], order.public_id)
+        flash("Refund requested; it shows as pending until Stripe confirms it.")
     return redirect(url_for(".order_detail", public_id=order.public_id), code=303)
 
 

@@ -70,7 +70,8 @@ class OrderSummary:
     status: str
     currency: str
     amount_total: int
-    amount_refunded: int
+    amount_refunded: int  # refunds that succeeded or are on their way, never one that failed
+    amount_refund_pending: int  # the part still on its way
     created_at: datetime
     paid_at: datetime | None
     items: list[OrderLine] = field(default_factory=list)
@@ -94,6 +95,7 @@ RECENT_ORDERS_WITH_ITEMS = (
         Order.currency,
         Order.amount_total,
         Order.amount_refunded,
+        Order.amount_refund_pending,
         Order.created_at,
         Order.paid_at,
         Order.checkout_url,
@@ -126,7 +128,7 @@ def orders_of(shopper_id: str | None) -> list[OrderSummary]:
                 and row.created_at > payable_since
             )
             summary = orders[row.id] = OrderSummary(
-                *row[1:8], resume_url=row.checkout_url if payable else None, stripe_session_id=row.stripe_session_id
+                *row[1:9], resume_url=row.checkout_url if payable else None, stripe_session_id=row.stripe_session_id
             )
         summary.items.append(OrderLine(row.product_name, row.quantity, row.unit_amount))
     return list(orders.values())

@@ -342,7 +342,8 @@ def _charge(session: CheckoutSession, payment_type: str, now: float) -> None:
 def create_refund(
     values: dict[str, Any], settings: Settings, now: float, request_id: str, idempotency_key: str | None
 ) -> dict[str, Any]:
-    """Refund (part of) a paid session's charge and emit `charge.refunded`; returns the refund."""
+    """Refund (part of) a paid session's charge and emit `charge.refunded` (and `refund.created` at
+    API versions that send it); returns the refund."""
     payment_intent = values["payment_intent"]
     charge = db.session.scalar(select(Charge).where(Charge.payment_intent == payment_intent))
     if charge is None:
@@ -378,6 +379,8 @@ def create_refund(
     db.session.add(refund)
     db.session.flush()
     charge = db.session.get(Charge, charge.id, populate_existing=True)
+    if objects.refund_events_sent(stripe.api_version):
+        emit(settings, "refund.created", objects.refund(refund, charge), now, request_id, idempotency_key)
     emit(settings, "charge.refunded", charge_object(charge), now, request_id, idempotency_key)
     return objects.refund(refund, charge)
 
@@ -439,6 +442,8 @@ def _session_webhook_url(data: dict[str, Any]) -> str | None:
     """The webhook target stored with the session an event's object (session or charge) belongs to."""
     if data.get("object") == "charge":
         session_id = db.session.scalar(select(Charge.session_id).where(Charge.id == data["id"]))
+    elif data.get("object") in ("refund", "dispute"):
+        session_id = db.session.scalar(select(Charge.session_id).where(Charge.id == data["charge"]))
     else:
         session_id = data.get("id")
     return db.session.scalar(select(CheckoutSession.webhook_url).where(CheckoutSession.id == session_id))

@@ -182,6 +182,15 @@ def refunds_included(api_version: str) -> bool:
     return api_version < REFUNDS_UNEXPANDED_SINCE
 
 
+# From this API version on, every refund (a card's too) has `refund.created`, `refund.updated`
+# and `refund.failed` events; before it a card refund's update was `charge.refund.updated`.
+REFUND_EVENTS_SINCE = "2024-10-28"
+
+
+def refund_events_sent(api_version: str) -> bool:
+    return api_version >= REFUND_EVENTS_SINCE
+
+
 def charge(row: Charge, refunds: list[Refund] | None = None) -> dict[str, Any]:
     """A succeeded `charge`; with `refunds` (older API versions), its refunds listed newest first."""
     card = row.payment_method_type == "card"

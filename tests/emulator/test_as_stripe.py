@@ -122,8 +122,10 @@ def test_refund_overtakes_a_payment_whose_delivery_failed(database_url):
     stripe_emulator.tick(app, now=start + 60)
     stripe_emulator.tick(app, now=start + HOUR + 60)
 
-    assert webhooks.types == ["checkout.session.completed", "charge.refunded", "checkout.session.completed"]
-    refunded = json.loads(webhooks.calls[1][1])["data"]["object"]
+    assert webhooks.types == [
+        "checkout.session.completed", "refund.created", "charge.refunded", "checkout.session.completed"
+    ]
+    refunded = json.loads(webhooks.calls[2][1])["data"]["object"]
     assert refunded["payment_intent"] == payment_intent and refunded["refunded"] is True
 
 
@@ -139,11 +141,12 @@ def test_shuffle_delivers_a_refund_before_its_payment(database_url):
         client.v1.refunds.create(params={"payment_intent": client.v1.checkout.sessions.retrieve(session.id).payment_intent})
         webhooks.calls.clear()
         stripe_emulator.tick(app)
-        assert sorted(webhooks.types) == ["charge.refunded", "checkout.session.completed"]
+        assert sorted(webhooks.types) == ["charge.refunded", "checkout.session.completed", "refund.created"]
         firsts.add(webhooks.types[0])
-        if len(firsts) == 2:
+        if "checkout.session.completed" in firsts and len(firsts) >= 2:
             break
-    assert firsts == {"charge.refunded", "checkout.session.completed"}  # fails with chance 2**-29
+    # A refund's event first, and the payment's first: each misses 30 rounds with chance below 0.7**30.
+    assert "checkout.session.completed" in firsts and len(firsts) >= 2
 
 
 # --- Idempotency as Stripe saves it ------------------------------------------------------------

@@ -18,7 +18,7 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from shop import orders, stripe_emulator, stripe_gateway
+from shop import events, orders, refunds, stripe_emulator, stripe_gateway
 from shop.extensions import db
 from shop.models import Order, StripeEvent
 from shop.stripe_emulator import core, foreign
@@ -326,12 +326,12 @@ def test_a_refund_whose_every_attempt_failed_is_found_by_sync(hostile_app, monke
     pay(shop, order.checkout_url)
     stripe_emulator.tick(app)
     paid = get_order(app, order.public_id)
-    real_refunded = orders.apply_charge_refunded
-
     def database_down(*args: Any, **kwargs: Any) -> orders.Outcome:
         raise OperationalError("UPDATE", {}, Exception("could not connect to server"))
 
-    monkeypatch.setattr(orders, "apply_charge_refunded", database_down)
+    real_handlers = dict(events.HANDLERS)
+    for event_type in refunds.REFUND_EVENTS | {refunds.CHARGE_REFUNDED}:
+        monkeypatch.setitem(events.HANDLERS, event_type, database_down)
     app.config["PROPAGATE_EXCEPTIONS"] = False
     with app.app_context():
         stripe_gateway.refund_remaining(paid, attempt="from-a-test")
@@ -346,6 +346,6 @@ def test_a_refund_whose_every_attempt_failed_is_found_by_sync(hostile_app, monke
     assert [tuple(row) for row in refund_deliveries] == [("failed", 7), ("failed", 7)]  # duplicated
     assert get_order(app, order.public_id).status == "paid"
 
-    monkeypatch.setattr(orders, "apply_charge_refunded", real_refunded)
+    monkeypatch.setattr(events, "HANDLERS", real_handlers)
     run_sync(app)
     assert get_order(app, order.public_id).status == "refunded"

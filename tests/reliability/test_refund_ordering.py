@@ -60,7 +60,7 @@ def test_refund_delivered_while_the_payment_is_in_stripes_retry_queue(app):
 
     stripe_emulator.tick(app)  # the completion is refused (503); the refund goes through
 
-    assert [kind for kind, _ in deliveries.delivered] == ["charge.refunded"]
+    assert [kind for kind, _ in deliveries.delivered] == ["refund.created", "charge.refunded"]
     assert get_order(app, order.public_id).status == "awaiting_payment"
     stripe_emulator.tick(app, now=time.time() + 60)  # Stripe retries the completion
 
