@@ -218,3 +218,20 @@ def test_a_pending_refund_is_on_its_way_not_refunded(app, shop, paid):
     assert "Refunded $48.00" in mine
     with app.app_context():
         assert db.session.scalar(db.select(Refund.status)) == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        (refund_object_event("refund.created", "re_" + "x" * 300, PI, 100, "pending", NOW), "refund.id is longer than 255"),
+        (refund_object_event("refund.failed", "re_big", PI, 2**40, "failed", NOW), "refund.amount 1099511627776 does not fit"),
+        (refund_object_event("refund.failed", "re_odd", PI, 100, "failed", NOW, "x" * 80), "refund.failure_reason is longer"),
+        (dispute_event("charge.dispute.created", "dp_late", PI, "needs_response", NOW, due_by=2**40),
+         "dispute.evidence_details.due_by 1099511627776 does not fit"),
+        (dispute_event("charge.dispute.created", "dp_" + "x" * 300, PI, "needs_response", NOW), "dispute.id is longer"),
+    ],
+)
+def test_a_refund_or_dispute_that_does_not_fit_its_columns_gets_400(app, paid, event, message):
+    response = post_event(app, event)
+    assert response.status_code == 400 and message in response.get_json()["message"]
+    assert event_state(app, event["id"]) is None
