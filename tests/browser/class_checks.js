@@ -206,39 +206,40 @@
     };
   }
 
-  // Links whose text has an underscore, marked for `inkOfUnderscores` (a few are enough).
-  function underscoredLinks() {
-    const links = [...document.querySelectorAll("a[href]")].filter((a) => shown(a) && a.innerText.includes("_")).slice(0, 3);
-    links.forEach((a, index) => { a.dataset.underscoreCheck = String(index); });
-    return links.map(describe);
-  }
-
-  // Paint a marked link's underscores transparent (hide=true), or put them back. If the link
-  // looks the same either way, its underscores can't be seen.
-  const saved = new Map();
-  function inkOfUnderscores(index, hide) {
-    const link = document.querySelector(`[data-underscore-check="${index}"]`);
-    if (!hide) { link.innerHTML = saved.get(index); return; }
-    saved.set(index, link.innerHTML);
-    const walker = document.createTreeWalker(link, NodeFilter.SHOW_TEXT);
-    const nodes = [];
-    for (let node = walker.nextNode(); node; node = walker.nextNode()) nodes.push(node);
-    for (const node of nodes) {
-      const parts = node.data.split("_");
-      if (parts.length === 1) continue;
-      const pieces = [];
-      parts.forEach((part, i) => {
-        if (i) {
-          const underscore = document.createElement("span");
-          underscore.textContent = "_";
-          underscore.style.color = "transparent";
-          pieces.push(underscore);
+  // An underscore in a link must stay apart from the link's underline: drawn on it (and the
+  // underline skipping its ink), "ord_7M" reads "ord 7M". The underscore's ink, from the font's
+  // own metrics, against the underline at the link's text-underline-offset below the baseline.
+  const canvas = document.createElement("canvas").getContext("2d");
+  function underscoresOnUnderline() {
+    const problems = [];
+    for (const link of document.querySelectorAll("a[href]")) {
+      const style = getComputedStyle(link);
+      if (!shown(link) || !style.textDecorationLine.includes("underline") || !link.innerText.includes("_")) continue;
+      const fontSize = parseFloat(style.fontSize);
+      const offset = style.textUnderlineOffset === "auto" ? fontSize * 0.1 : parseFloat(style.textUnderlineOffset);
+      const thickness = style.textDecorationThickness.endsWith("px") ? parseFloat(style.textDecorationThickness) : Math.max(1, fontSize / 14);
+      for (const { char, top, bottom, parent } of characters(rangeOf(link))) {
+        if (char !== "_") continue;
+        canvas.font = getComputedStyle(parent).font;
+        const metrics = canvas.measureText("_");
+        const contentHeight = metrics.fontBoundingBoxAscent + metrics.fontBoundingBoxDescent;
+        const baseline = top + (bottom - top - contentHeight) / 2 + metrics.fontBoundingBoxAscent;
+        const inkTop = baseline - metrics.actualBoundingBoxAscent, inkBottom = baseline + metrics.actualBoundingBoxDescent;
+        const lineTop = baseline + offset, lineBottom = lineTop + thickness;
+        if (lineTop < inkBottom + 1 && lineBottom > inkTop - 1) {
+          problems.push(`the underscores of ${describe(link)} sit on its underline (ink ${inkTop.toFixed(1)}–${inkBottom.toFixed(1)}, underline ${lineTop.toFixed(1)}–${lineBottom.toFixed(1)})`);
         }
-        pieces.push(document.createTextNode(part));
-      });
-      node.replaceWith(...pieces);
+        break;
+      }
     }
+    return problems;
   }
 
-  return { alternatives, covered, sideways, brokenOrClipped, statusWords, underscoredLinks, inkOfUnderscores };
+  function rangeOf(el) {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    return range;
+  }
+
+  return { alternatives, covered, sideways, brokenOrClipped, statusWords, underscoresOnUnderline };
 })()
