@@ -172,7 +172,7 @@ def test_the_success_page_works_without_javascript(new_context, live_shop: LiveS
     # Back from checkout before paying (or before the webhook): the status and a way to refresh.
     page.goto(f"{live_shop.url}/checkout/success?session_id={session_id}")
     expect(page.get_by_role("heading", name="Confirming your payment")).to_be_visible()
-    expect(page.locator(".live-status")).to_contain_text("Awaiting payment")
+    expect(page.locator(".live-status")).to_contain_text("Confirming with Stripe")
     refresh = page.get_by_role("link", name="Refresh status")
     expect(refresh).to_be_visible()
     screenshot(page, "success-nojs")
