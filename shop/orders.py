@@ -250,9 +250,9 @@ def _take_stock_again(order: Order) -> None:
         flag_for_review(order, f"paid after its stock was released, and stock ran short: {exc}")
 
 
-def record_checkout_session(order: Order, session_id: str, url: str) -> None:
-    """Remember the Checkout Session created for a pending order."""
-    _transition(order, S.AWAITING_PAYMENT, stripe_session_id=session_id, checkout_url=url)
+def record_checkout_session(order: Order, session_id: str, url: str) -> bool:
+    """Remember the Checkout Session created for a pending order. True if this call recorded it."""
+    return _transition(order, S.AWAITING_PAYMENT, stripe_session_id=session_id, checkout_url=url)
 
 
 def mark_checkout_failed(order: Order) -> bool:

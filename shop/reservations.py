@@ -99,8 +99,10 @@ def check_client_share(order: Order, share: float, full_cart: int) -> None:
             )
 
 
-def expire_earlier_checkouts(order: Order) -> None:
+def expire_earlier_checkouts(order: Order) -> list[str]:
     """Keep one open checkout per browser: ask Stripe to expire the browser's older sessions.
+
+    Returns the ids of the sessions claimed (`order`'s own among them if a newer tab won).
 
     The claim is committed before Stripe is called. If Stripe can't be reached, the session
     still expires on its own, at its `expires_at`. The log says what Stripe answered: it
@@ -121,3 +123,4 @@ def expire_earlier_checkouts(order: Order) -> None:
                     "superseded session %s was not expired: Stripe says it is %s, payment %s",
                     session_id, session.status, session.payment_status,
                 )
+    return session_ids

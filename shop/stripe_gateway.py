@@ -25,6 +25,14 @@ class CheckoutWindowClosed(PaymentProviderError):
     """The order is too old for a new Checkout Session (see `session_expires_at`)."""
 
 
+class SessionBeingCreated(PaymentProviderError):
+    """Another request (a double click's twin) holds this order's idempotency key right now.
+
+    Stripe answers such a request 409 `idempotency_error`; the twin gets the session, so the
+    order must not be failed. Trying again later replays the twin's session.
+    """
+
+
 class WebhookVerificationError(Exception):
     """A webhook body that is not a correctly signed, fresh Stripe event."""
 
@@ -109,6 +117,8 @@ def create_checkout_session(order: Order, success_url: str, cancel_url: str) -> 
         if exc.param == "expires_at":
             raise CheckoutWindowClosed(str(exc)) from exc
         raise PaymentProviderError(str(exc)) from exc
+    except stripe.IdempotencyError as exc:
+        raise SessionBeingCreated(str(exc)) from exc
     except stripe.StripeError as exc:
         raise PaymentProviderError(str(exc)) from exc
     return CheckoutSession(id=session.id, url=session.url or "")

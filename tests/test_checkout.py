@@ -180,3 +180,18 @@ def test_session_expiry_does_not_depend_on_the_machines_timezone(app, shop, monk
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_a_twin_holding_the_idempotency_key_does_not_fail_the_order(app, shop, monkeypatch):
+    """Stripe answers 409 idempotency_error while a double click's twin creates the session: the
+    order stays pending for that twin (failing it would return its stock under a live session)."""
+    from shop import stripe_gateway
+
+    def twin_is_creating_it(*_args, **_kwargs):
+        raise stripe_gateway.SessionBeingCreated("There is currently another in-progress request using this key")
+
+    monkeypatch.setattr(stripe_gateway, "create_checkout_session", twin_is_creating_it)
+    response = shop.checkout({"enamel-mug": 1})
+    assert response.status_code == 503 and "nothing was charged" in response.get_data(as_text=True)
+    order = latest_order(app)
+    assert order.status == "pending" and order.stripe_session_id is None

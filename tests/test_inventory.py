@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from shop import stripe_emulator
 from shop.extensions import db
@@ -130,3 +130,34 @@ def _checkout_sees_live_stock(app) -> None:
     response = shop.checkout({"enamel-mug": 1}, fields=fields)
     assert response.status_code == 409
     assert "Enamel Mug is sold out" in response.get_data(as_text=True)
+
+
+def test_a_flash_sale_sells_each_unit_once_with_one_session_per_order(app):
+    """24 browsers click Buy at the same moment for 6 units: 6 payment pages, 6 orders, 6 sessions."""
+    from shop.stripe_emulator.models import CheckoutSession
+
+    set_stock(app, "enamel-mug", 6)
+    shoppers = [ShopClient(app) for _ in range(24)]
+    forms = [shopper.form_fields() for shopper in shoppers]
+    barrier = threading.Barrier(len(shoppers))
+    answers: list[tuple[int, str | None]] = []
+
+    def click(shopper: ShopClient, fields: dict[str, str]) -> None:
+        barrier.wait()
+        response = shopper.checkout({"enamel-mug": 1}, fields=fields)
+        answers.append((response.status_code, response.headers.get("Location")))
+
+    threads = [threading.Thread(target=click, args=pair) for pair in zip(shoppers, forms, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    pages = [location for code, location in answers if code == 303]
+    assert sorted(code for code, _ in answers) == [303] * 6 + [409] * 18
+    assert len(set(pages)) == 6 and all("/_stripe/pay/" in page for page in pages)
+    assert stock_of(app, "enamel-mug") == 0
+    with app.app_context():
+        sessions = db.session.scalars(select(Order.stripe_session_id)).all()
+        assert len(sessions) == 6 and len(set(sessions)) == 6 and None not in sessions
+        assert db.session.scalar(select(func.count()).select_from(CheckoutSession)) == 6

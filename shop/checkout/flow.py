@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 from flask import current_app, url_for
@@ -14,8 +15,22 @@ from ..orders import CartLine, OrderStatus
 from .cart import MAX_QUANTITY
 
 
-def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLine]) -> Order:
-    """Return the order for this form submission, with a Checkout Session when possible.
+@dataclass(frozen=True)
+class StartedCheckout:
+    """How a checkout stands once started: what the view needs to answer, without a database read."""
+
+    status: str
+    checkout_url: str | None
+    stripe_session_id: str | None
+    superseded: bool  # a newer checkout of the same browser replaced it
+
+    @classmethod
+    def of(cls, order: Order) -> StartedCheckout:
+        return cls(order.status, order.checkout_url, order.stripe_session_id, order.superseded_at is not None)
+
+
+def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLine]) -> StartedCheckout:
+    """Start the checkout of this form submission: its order, with a Checkout Session when possible.
 
     The order is committed before Stripe is called, so a crash in between leaves a pending
     order that the sweep expires, never a session without an order. A second submission of
@@ -26,6 +41,8 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
     (reservations.ShareExceeded otherwise, nothing saved), its browser must have no delayed
     payment still processing (reservations.PaymentStillProcessing), and once its session exists
     the browser's older open sessions are expired: one open checkout per browser.
+
+    A new order is not read back: what was written is known (see `_release_connection`).
 
     Raises stripe_gateway.PaymentProviderError after marking the order failed.
     """
@@ -38,39 +55,46 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
         client_key=reservations.client_key(client_address()),
         check_bounds=partial(reservations.check_client_share, share=config["CHECKOUT_STOCK_SHARE"], full_cart=MAX_QUANTITY),
     )
-    db.session.commit()
     if order.status != OrderStatus.PENDING:
-        return order
+        started = StartedCheckout.of(order)
+        db.session.commit()
+        return started
     success_url = url_for("checkout.success", _external=True) + "?session_id={CHECKOUT_SESSION_ID}"
     cancel_url = url_for("checkout.cancel", order=order.public_id, _external=True)
-    _release_connection(order)
+    _release_connection(order, just_written=created)
     try:
         session = stripe_gateway.create_checkout_session(order, success_url, cancel_url)
     except stripe_gateway.PaymentProviderError as exc:
         current_app.logger.warning("no Checkout Session for %s: %s", order.public_id, exc)
-        # A resubmission must not fail an order its twin may still be starting; a closed window
-        # can't reopen. Only a still-pending order is ever failed here (see orders).
-        if created or isinstance(exc, stripe_gateway.CheckoutWindowClosed):
+        # A resubmission must not fail an order its twin may still be starting (nor may the first
+        # submission while its twin holds the idempotency key); a closed window can't reopen.
+        # Only a still-pending order is ever failed here (see orders).
+        twin_is_starting = isinstance(exc, stripe_gateway.SessionBeingCreated)
+        if (created and not twin_is_starting) or isinstance(exc, stripe_gateway.CheckoutWindowClosed):
             db.session.add(order)
             orders.mark_checkout_failed(order)
             db.session.commit()
         raise
     db.session.add(order)
-    orders.record_checkout_session(order, session.id, session.url)
+    recorded = orders.record_checkout_session(order, session.id, session.url)
     db.session.commit()
-    if created:
-        reservations.expire_earlier_checkouts(order)
-    return order
+    if not created or not recorded:
+        return StartedCheckout.of(order)  # a twin or Stripe's event moved it first: as it stands now
+    superseded = reservations.expire_earlier_checkouts(order)
+    return StartedCheckout(OrderStatus.AWAITING_PAYMENT, session.url, session.id, session.id in superseded)
 
 
-def _release_connection(order: Order) -> None:
-    """Load the order and its items, detach them and end the transaction, returning its connection.
+def _release_connection(order: Order, just_written: bool) -> None:
+    """Detach the order with its items and end the transaction, returning its connection.
 
     Stripe can take seconds to answer; holding a pooled connection meanwhile lets a burst of
     checkouts exhaust the pool (offline, the emulator serving the call needs a connection of
-    its own, so they could even wait on each other). The caller adds the order back after.
+    its own, so they could even wait on each other). An order this request just wrote is
+    complete in memory, so it is detached before the commit (which would otherwise expire it);
+    one found by its checkout token is read with its items first. The caller adds it back after.
     """
-    db.session.refresh(order)
-    _ = order.items
+    if not just_written:
+        db.session.refresh(order)
+        _ = order.items
     db.session.expunge(order)
     db.session.commit()

@@ -44,7 +44,7 @@ def create():
     except stripe_gateway.PaymentProviderError:
         return _payment_unavailable()
 
-    if order.status == OrderStatus.AWAITING_PAYMENT and order.superseded_at is not None:
+    if order.status == OrderStatus.AWAITING_PAYMENT and order.superseded:
         message = (
             "You started a newer checkout in this browser, so we asked Stripe to close this one. "
             "Pay in the newer checkout; this one can no longer be paid."
