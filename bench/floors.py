@@ -41,11 +41,10 @@ from flask_wtf.csrf import CSRFProtect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shop import filters  # noqa: E402  (the template's money and date filters)
+from shop import filters, status_words  # noqa: E402  (the template's money and date filters, status words)
 
 ORDERS_SHOWN = 20
 PRODUCT_CACHE_SECONDS = 2.0
-CHECKOUT_SESSION_MINUTES = 30
 MAX_PER_ORDER = 10
 PAID_STATES = ("paid", "partially_refunded", "refunded")
 
@@ -64,10 +63,11 @@ SESSION_CREATED = (
     " WHERE id = %s AND status = 'pending'"
 )
 ORDER_FAILED = "UPDATE orders SET status = 'failed', updated_at = %s WHERE id = %s AND status = 'pending'"
-SESSION_LIFETIME = timedelta(minutes=45)
+SESSION_LIFETIME = timedelta(minutes=45)  # payable for CHECKOUT_SESSION_MINUTES + STALE_PENDING_MINUTES, as the shop
 ORDERS_WITH_ITEMS = (
-    "SELECT o.id, o.public_id, o.status, o.currency, o.amount_total, o.amount_refunded, o.created_at, o.paid_at,"
-    " o.checkout_url, i.product_name, i.quantity, i.unit_amount"
+    "SELECT o.id, o.public_id, o.status, o.currency, o.amount_total, o.amount_refunded, o.amount_refund_pending,"
+    " o.created_at, o.paid_at, o.checkout_url, o.superseded_at, o.stripe_session_id,"
+    " i.product_name, i.quantity, i.unit_amount"
     " FROM orders o JOIN order_items i ON i.order_id = o.id"
     " WHERE o.id IN (SELECT id FROM orders WHERE shopper_id = %s ORDER BY created_at DESC, id DESC LIMIT %s)"
     " ORDER BY o.created_at DESC, o.id DESC, i.id"
@@ -111,10 +111,12 @@ class Order:
     currency: str
     amount_total: int
     amount_refunded: int
+    amount_refund_pending: int
     created_at: datetime
     paid_at: datetime | None
     items: list[Line] = field(default_factory=list)
     resume_url: str | None = None
+    stripe_session_id: str | None = None
 
 
 _local = threading.local()  # each thread's stripe client
@@ -165,16 +167,16 @@ def products() -> list[Product]:
 
 
 def orders_of(shopper_id: str) -> list[Order]:
-    payable_since = datetime.now(UTC) - timedelta(minutes=CHECKOUT_SESSION_MINUTES)
+    payable_since = datetime.now(UTC) - SESSION_LIFETIME
     orders: dict[int, Order] = {}
     with pool.connection() as conn:
         rows = conn.execute(ORDERS_WITH_ITEMS, (shopper_id, ORDERS_SHOWN)).fetchall()
     for row in rows:
         order = orders.get(row[0])
         if order is None:
-            payable = row[2] == "awaiting_payment" and row[6] > payable_since
-            order = orders[row[0]] = Order(*row[1:8], resume_url=row[8] if payable else None)
-        order.items.append(Line(*row[9:]))
+            payable = row[2] == "awaiting_payment" and row[10] is None and row[7] > payable_since
+            order = orders[row[0]] = Order(*row[1:9], resume_url=row[9] if payable else None, stripe_session_id=row[11])
+        order.items.append(Line(*row[12:]))
     return list(orders.values())
 
 
@@ -283,6 +285,7 @@ def create_app() -> Flask:
                       SHOP_LOCALE="en_US")
     CSRFProtect(app)
     filters.init_app(app)
+    status_words.init_app(app)
     app.register_blueprint(catalog)
     app.register_blueprint(checkout)
     return app
