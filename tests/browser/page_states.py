@@ -20,7 +20,7 @@ from shop import orders, stripe_emulator
 from shop.extensions import db
 from shop.models import Order, Product
 from tests.browser.conftest import DECLINED_CARD, GOOD_CARD, WEBHOOK_TIMEOUT, LiveShop, order_over_http
-from tests.helpers import CSRF_FIELD, TOKEN_FIELD, post_event, refund_event
+from tests.helpers import CSRF_FIELD, TOKEN_FIELD, dispute_event, post_event, refund_event
 
 OPERATOR = ("operator", "a-long-operator-password")
 # The shared server's bank transfers settle only when a page-state moves the emulator's clock on.
@@ -110,6 +110,12 @@ class Visit:
             public_id = order.public_id
             db.session.remove()
         return public_id
+
+    def dispute(self, order: Order) -> None:
+        """The card's bank opens a chargeback on the order's payment."""
+        event = dispute_event("charge.dispute.created", "dp_" + order.public_id[4:], order.payment_intent_id,
+                              "needs_response", int(time.time()), amount=order.amount_total)
+        assert post_event(self.app, event).status_code == 200
 
     def refund_waiting_for_its_payment(self) -> None:
         """A charge.refunded that arrived before its payment (Stripe promises no order)."""
@@ -241,6 +247,30 @@ def admin_order_needs_review(visit: Visit) -> None:
     visit.goto(f"/admin/orders/{public_id}")
 
 
+def admin_order_refunded(visit: Visit) -> None:
+    session_id = visit.order({"enamel-mug": 2}, pay_with=GOOD_CARD)
+    visit.goto(f"/admin/orders/{visit.wait_for(session_id, 'paid').public_id}")
+    visit.page.locator("input[name=confirm]").check()
+    visit.page.get_by_role("button", name="Refund").click()
+    visit.wait_for(session_id, "refunded")
+    visit.page.reload()
+
+
+def admin_order_disputed(visit: Visit) -> None:
+    session_id = visit.order({"field-notebook": 1}, pay_with=GOOD_CARD)
+    order = visit.wait_for(session_id, "paid")
+    visit.dispute(order)
+    visit.goto(f"/admin/orders/{order.public_id}")
+    expect(visit.page.get_by_text(re.compile("^Disputed"))).to_be_visible()
+
+
+def admin_orders_with_a_dispute(visit: Visit) -> None:
+    session_id = visit.order({"canvas-tote": 1}, pay_with=GOOD_CARD)
+    visit.dispute(visit.wait_for(session_id, "paid"))
+    visit.goto("/admin/")
+    expect(visit.page.get_by_role("heading", name="Needs attention")).to_be_visible()
+
+
 def admin_events_waiting(visit: Visit) -> None:
     visit.refund_waiting_for_its_payment()
     visit.goto("/admin/events")
@@ -291,6 +321,9 @@ PAGE_STATES: list[PageState] = [
     PageState("admin-synced", "Orders", admin_after_sync, operator=True),
     PageState("admin-order-paid", "Order ord_", admin_order_paid, operator=True),
     PageState("admin-order-review", "Order ord_", admin_order_needs_review, operator=True),
+    PageState("admin-orders-disputed", "Orders", admin_orders_with_a_dispute, operator=True),
+    PageState("admin-order-refunded", "Order ord_", admin_order_refunded, operator=True),
+    PageState("admin-order-disputed", "Order ord_", admin_order_disputed, operator=True),
     PageState("admin-events-waiting", "Stripe events needing attention", admin_events_waiting, operator=True),
     PageState("admin-products", "Products", lambda visit: visit.goto("/admin/products"), operator=True),
     PageState("admin-stripe-webhook", "Stripe webhook", lambda visit: visit.goto("/admin/stripe"), operator=True),
