@@ -201,8 +201,10 @@ def screenshot(page, name: str, widths: tuple[int, ...] = WIDTHS) -> None:
         page.set_viewport_size(original)
 
 
-def order_over_http(context, base_url: str, quantities: dict[str, int], pay_with: str | None = None) -> str:
-    """Check out (and optionally pay) with the context's cookies but no page: quick setup.
+def order_over_http(
+    context, base_url: str, quantities: dict[str, int], pay_with: str | None = None, method: str = "card"
+) -> str:
+    """Check out (and optionally pay, by `method`) with the context's cookies but no page: quick setup.
 
     Returns the hosted checkout page's URL.
     """
@@ -213,6 +215,6 @@ def order_over_http(context, base_url: str, quantities: dict[str, int], pay_with
     assert response.status == 303, response.text()
     checkout_url = response.headers["location"]
     if pay_with:
-        payment = {"email": "shopper@example.com", "method": "card", "card": pay_with, "expiry": "12 / 34", "cvc": "123"}
+        payment = {"email": "shopper@example.com", "method": method, "card": pay_with, "expiry": "12 / 34", "cvc": "123"}
         assert context.request.post(checkout_url, form=payment, max_redirects=0).status == 303
     return checkout_url
