@@ -23,7 +23,7 @@ from . import Context
 
 STRIPE_LATENCY_MS = 400
 SHOPPER_TIMEOUT = 30.0  # seconds a shopper waits for the payment page before giving up
-EMULATOR_THREADS = 512  # every waiting call holds one of the emulator's threads (Stripe has no such bound)
+EMULATOR_THREADS = 256  # every waiting call holds one of the emulator's threads (Stripe has no such bound)
 SCARCE_STOCK = 100
 
 
