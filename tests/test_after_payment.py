@@ -15,16 +15,18 @@ import pytest
 from shop import disputes
 from shop.extensions import db
 from shop.models import Dispute, Order, Refund
+from shop.stripe_emulator import tick
 from tests.helpers import (
     dispute_event,
     event_state,
     get_order,
+    pay,
     post_event,
     refund_event,
     refund_object_event,
     session_event,
 )
-from tests.test_admin import OPERATOR, Operator
+from tests.test_admin import OPERATOR, REFUND_ATTEMPT_FIELD, Operator
 
 PI = "pi_after_the_payment"
 NOW = int(time.time())
@@ -235,3 +237,35 @@ def test_a_refund_or_dispute_that_does_not_fit_its_columns_gets_400(app, paid, e
     response = post_event(app, event)
     assert response.status_code == 400 and message in response.get_json()["message"]
     assert event_state(app, event["id"]) is None
+
+
+# --- Through the emulator: Stripe's test cards ------------------------------------------------
+
+
+def test_paid_with_the_dispute_test_card_the_operator_sees_the_chargeback(app, operator, shop):
+    order = shop.start({"enamel-mug": 2})
+    assert pay(shop, order.checkout_url, card="4000 0000 0000 0259").status_code == 303
+    tick(app)
+    html = _page(operator, order)
+    assert "Disputed — respond by" in html and "fraudulent" in html and "$48.00 ($15.00)" in html
+    assert "No refund is offered" in html
+    page = operator.get("/admin/").get_data(as_text=True)
+    assert "Needs attention" in page and order.public_id in page
+
+
+def test_a_refund_of_the_failing_refund_test_card_fails_for_operator_and_shopper(app, operator, shop):
+    order = shop.start({"enamel-mug": 2})
+    pay(shop, order.checkout_url, card="4000 0000 0000 5126")
+    tick(app)
+    page = f"/admin/orders/{order.public_id}"
+    form = REFUND_ATTEMPT_FIELD.search(operator.get(page).get_data(as_text=True))[1]
+    assert operator.post_form(f"{page}/refund", confirm="1", attempt=form).status_code == 303
+    tick(app)
+    assert get_order(app, order.public_id).status == "refunded"  # Stripe says succeeded, for now
+    tick(app, now=time.time() + 3600)  # the card turns out expired
+    failed = get_order(app, order.public_id)
+    assert (failed.status, failed.amount_refunded) == ("paid", 0)
+    html = operator.get(page).get_data(as_text=True)
+    assert "Refund failed" in html and "expired_or_canceled_card" in html
+    mine = shop.http.get("/").get_data(as_text=True).split('id="orders-heading"')[1]
+    assert "Refund" not in mine.split("</section>")[0], "the customer never got this money"

@@ -237,6 +237,7 @@ def _tick(app: Flask, now: float) -> int:
     emulator: Emulator = app.extensions["stripe_emulator"]
     with app.app_context():
         core.settle_due(emulator.settings, now)
+        core.fail_due_refunds(emulator.settings, now)
         core.expire_due(emulator.settings, now)
         core.prune_idempotency_keys(now)
         return core.deliver_due(emulator.settings, emulator.transport, now)

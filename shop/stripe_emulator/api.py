@@ -18,7 +18,7 @@ from shop.extensions import db
 
 from . import addresses, core, endpoints, latency, objects
 from .core import ApiError
-from .models import Charge, CheckoutSession, Delivery, Event, IdempotencyKey, Refund, WebhookEndpoint
+from .models import Charge, CheckoutSession, Delivery, Dispute, Event, IdempotencyKey, Refund, WebhookEndpoint
 from .params import (
     CREATE_REFUND_PARAMS,
     CREATE_SESSION_PARAMS,
@@ -27,6 +27,7 @@ from .params import (
     LIST_PARAMS,
     LIST_SESSIONS_PARAMS,
     RETRIEVE_PARAMS,
+    UPDATE_DISPUTE_PARAMS,
     UPDATE_WEBHOOK_ENDPOINT_PARAMS,
     Field,
     ParamError,
@@ -560,10 +561,35 @@ def delete_webhook_endpoint(endpoint_id: str) -> Response:
     return _run(handler)
 
 
+# --- Disputes ----------------------------------------------------------------------------------
+
+
+@bp.get("/disputes/<dispute_id>")
+def retrieve_dispute(dispute_id: str) -> Response:
+    def handler() -> dict[str, Any]:
+        _expand(_params(RETRIEVE_PARAMS), frozenset())
+        dispute = db.session.get(Dispute, dispute_id)
+        if dispute is None:
+            raise ApiError.missing("dispute", dispute_id, "dispute")
+        return objects.dispute(dispute, db.session.get(Charge, dispute.charge_id), time.time())
+
+    return _run(handler)
+
+
+@bp.post("/disputes/<dispute_id>")
+def update_dispute(dispute_id: str) -> Response:
+    def handler() -> dict[str, Any]:
+        values = _params(UPDATE_DISPUTE_PARAMS)
+        _expand(values, frozenset())
+        return core.update_dispute(dispute_id, values, _settings(), time.time())
+
+    return _post(handler)
+
+
 @bp.route("/<path:path>", methods=["GET", "POST", "DELETE", "PUT", "PATCH"])
 def unrecognized(path: str) -> Response:
     raise ApiError(
         404, "invalid_request_error",
         f"Unrecognized request URL ({request.method}: /v1/{path}). The Stripe emulator implements only the "
-        "Checkout Sessions, Events, Refunds and Webhook Endpoints endpoints the shop uses.",
+        "Checkout Sessions, Events, Refunds, Disputes and Webhook Endpoints endpoints the shop uses.",
     )

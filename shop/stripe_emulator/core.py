@@ -26,7 +26,7 @@ from shop.money import minor_unit_digits
 
 from . import endpoints, foreign, objects
 from .addresses import delivery_url
-from .models import Charge, CheckoutSession, Delivery, Event, IdempotencyKey, Refund
+from .models import Charge, CheckoutSession, Delivery, Dispute, Event, IdempotencyKey, Refund
 from .params import ParamError
 
 logger = logging.getLogger("shop.stripe_emulator")
@@ -42,6 +42,20 @@ PAYMENT_METHODS = {
     "bank_transfer_fail": ("us_bank_account", True, "failed"),
 }
 
+
+# Stripe's test cards for what happens after a payment (docs: Testing, "Disputes" and "Refunds"):
+# a payment disputed as fraudulent (a chargeback: the amount and the dispute fee are withdrawn),
+# one that gets an inquiry (nothing withdrawn, still refundable), and one whose refunds
+# succeed and later fail because the card is expired or cancelled.
+DISPUTE_CARDS = {
+    "4000000000000259": ("fraudulent", "needs_response"),
+    "4000000000001976": ("general", "warning_needs_response"),
+}
+REFUND_FAILS_CARD = "4000000000005126"
+DISPUTE_FEE = 1500  # Stripe's dispute fee for a US account, in cents
+EVIDENCE_WINDOW = 7 * 24 * 3600.0  # card networks give 7 to 21 days to respond
+# In test mode, the evidence text decides how a dispute closes.
+WINNING_EVIDENCE, LOSING_EVIDENCE = "winning_evidence", "losing_evidence"
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -255,8 +269,12 @@ def expire_session(
     return changed
 
 
-def pay(session_id: str, email: str, method: str, settings: Settings, now: float) -> bool:
-    """open -> complete from the hosted page; False if the session was no longer open."""
+def pay(
+    session_id: str, email: str, method: str, settings: Settings, now: float, card_number: str | None = None
+) -> bool:
+    """open -> complete from the hosted page; False if the session was no longer open.
+
+    A dispute test card's payment is disputed right after it succeeds."""
     payment_type, delayed, outcome = PAYMENT_METHODS[method]
     changed = _transition(
         session_id,
@@ -270,9 +288,10 @@ def pay(session_id: str, email: str, method: str, settings: Settings, now: float
     )
     if changed:
         session = db.session.get(CheckoutSession, session_id, populate_existing=True)
-        if not delayed:
-            _charge(session, payment_type, now)
+        charge = None if delayed else _charge(session, payment_type, now, card_number)
         emit(settings, "checkout.session.completed", objects.checkout_session(session), now)
+        if charge is not None and card_number in DISPUTE_CARDS:
+            _open_dispute(charge, *DISPUTE_CARDS[card_number], settings, now)
     return changed
 
 
@@ -317,23 +336,25 @@ def _transition(session_id: str, condition: Any, **values: Any) -> bool:
     return result.rowcount == 1
 
 
-def _charge(session: CheckoutSession, payment_type: str, now: float) -> None:
+def _charge(session: CheckoutSession, payment_type: str, now: float, card_number: str | None = None) -> Charge:
     assert session.payment_intent and session.customer_details
-    db.session.add(
-        Charge(
-            id=objects.new_id("ch_"),
-            payment_intent=session.payment_intent,
-            session_id=session.id,
-            amount=session.amount_total,
-            amount_refunded=0,
-            currency=session.currency,
-            created=int(now),
-            payment_method_type=payment_type,
-            email=session.customer_details["email"],
-            presentment_currency=session.presentment_currency,
-            presentment_amount=session.presentment_amount,
-        )
+    charge = Charge(
+        id=objects.new_id("ch_"),
+        payment_intent=session.payment_intent,
+        session_id=session.id,
+        amount=session.amount_total,
+        amount_refunded=0,
+        currency=session.currency,
+        created=int(now),
+        payment_method_type=payment_type,
+        email=session.customer_details["email"],
+        presentment_currency=session.presentment_currency,
+        presentment_amount=session.presentment_amount,
+        card_number=card_number,
     )
+    db.session.add(charge)
+    db.session.flush()
+    return charge
 
 
 # --- Refunds -----------------------------------------------------------------------------------
@@ -354,6 +375,12 @@ def create_refund(
                 "payment_intent",
             )
         raise ApiError.missing("payment_intent", payment_intent, "payment_intent")
+    charged_back = select(Dispute.id).where(
+        Dispute.charge_id == charge.id, Dispute.status.not_in(objects.INQUIRY_STATUSES)
+    )
+    if db.session.scalar(charged_back) is not None:
+        raise ApiError(400, "invalid_request_error", f"Charge {charge.id} has been charged back; cannot issue a refund.",
+                       code="charge_disputed")
     remaining = charge.amount - charge.amount_refunded
     if remaining <= 0:
         raise ApiError(400, "invalid_request_error", f"Charge {charge.id} has already been refunded.",
@@ -374,7 +401,8 @@ def create_refund(
         )
     refund = Refund(
         id=objects.new_id("re_"), charge_id=charge.id, amount=amount, created=int(now),
-        reason=values.get("reason"), metadata_=values.get("metadata", {}),
+        reason=values.get("reason"), metadata_=values.get("metadata", {}), status="succeeded",
+        fail_at=now + settings.async_delay if charge.card_number == REFUND_FAILS_CARD else None,
     )
     db.session.add(refund)
     db.session.flush()
@@ -385,14 +413,109 @@ def create_refund(
     return objects.refund(refund, charge)
 
 
+def fail_due_refunds(settings: Settings, now: float) -> None:
+    """The failing-refund card's refunds fail when their time comes: the money goes back to the
+    balance (the charge's refunded total drops) and `refund.updated` + `refund.failed` are sent
+    (`charge.refund.updated` at API versions before 2024-10-28)."""
+    due = db.session.scalars(select(Refund.id).where(Refund.fail_at <= now)).all()
+    db.session.commit()
+    for refund_id in due:
+        failed = db.session.execute(
+            update(Refund)
+            .where(Refund.id == refund_id, Refund.fail_at.is_not(None))
+            .values(status="failed", failure_reason="expired_or_canceled_card", fail_at=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount == 1
+        if failed:
+            refund = db.session.get(Refund, refund_id, populate_existing=True)
+            db.session.execute(
+                update(Charge)
+                .where(Charge.id == refund.charge_id)
+                .values(amount_refunded=Charge.amount_refunded - refund.amount)
+                .execution_options(synchronize_session=False)
+            )
+            charge = db.session.get(Charge, refund.charge_id, populate_existing=True)
+            refunded = objects.refund(refund, charge)
+            if objects.refund_events_sent(stripe.api_version):
+                emit(settings, "refund.updated", refunded, now)
+                emit(settings, "refund.failed", refunded, now)
+            else:
+                emit(settings, "charge.refund.updated", refunded, now)
+        db.session.commit()
+
+
 def charge_object(charge: Charge) -> dict[str, Any]:
     """The charge as events at the SDK's API version carry it."""
+    disputed = db.session.scalar(select(Dispute.id).where(Dispute.charge_id == charge.id)) is not None
     if not objects.refunds_included(stripe.api_version):
-        return objects.charge(charge)
+        return objects.charge(charge, disputed=disputed)
     refunds = db.session.scalars(
         select(Refund).where(Refund.charge_id == charge.id).order_by(Refund.created.desc())
     ).all()
-    return objects.charge(charge, list(refunds))
+    return objects.charge(charge, list(refunds), disputed=disputed)
+
+
+# --- Disputes ----------------------------------------------------------------------------------
+
+
+def _open_dispute(charge: Charge, reason: str, status: str, settings: Settings, now: float) -> None:
+    """The cardholder disputes the payment: `charge.dispute.created`, and for a chargeback the
+    amount and the dispute fee leave the balance (`charge.dispute.funds_withdrawn`)."""
+    chargeback = status not in objects.INQUIRY_STATUSES
+    dispute = Dispute(
+        id=objects.new_id("dp_"), charge_id=charge.id, amount=charge.amount, created=int(now),
+        due_by=int(now + EVIDENCE_WINDOW), status=status, reason=reason, evidence={}, submission_count=0,
+        balance_transactions=[],
+    )
+    db.session.add(dispute)
+    db.session.flush()
+    emit(settings, "charge.dispute.created", objects.dispute(dispute, charge, now), now)
+    if chargeback:
+        dispute.balance_transactions = [
+            objects.dispute_balance_transaction(-charge.amount, DISPUTE_FEE, charge.currency, int(now), dispute.id)
+        ]
+        db.session.flush()
+        emit(settings, "charge.dispute.funds_withdrawn", objects.dispute(dispute, charge, now), now)
+
+
+def update_dispute(dispute_id: str, values: dict[str, Any], settings: Settings, now: float) -> dict[str, Any]:
+    """Evidence for a dispute (`POST /v1/disputes/{id}`); submitted unless `submit=false`.
+
+    In test mode the text decides: `winning_evidence` closes it won (a chargeback's amount and
+    fee come back: `charge.dispute.funds_reinstated`), `losing_evidence` closes it lost; any
+    other text puts it under review.
+    """
+    dispute = db.session.get(Dispute, dispute_id)
+    if dispute is None:
+        raise ApiError.missing("dispute", dispute_id, "dispute")
+    if dispute.status in ("won", "lost", "warning_closed"):
+        raise ApiError(400, "invalid_request_error",
+                       f"This dispute is already closed. You can't update the evidence for dispute {dispute_id}.")
+    charge = db.session.get(Charge, dispute.charge_id)
+    dispute.evidence = {**dispute.evidence, **values.get("evidence", {})}
+    if not values.get("submit", True):
+        db.session.flush()
+        emit(settings, "charge.dispute.updated", objects.dispute(dispute, charge, now), now)
+        return objects.dispute(dispute, charge, now)
+    inquiry = dispute.status in objects.INQUIRY_STATUSES
+    dispute.submission_count += 1
+    dispute.status = "warning_under_review" if inquiry else "under_review"
+    db.session.flush()
+    emit(settings, "charge.dispute.updated", objects.dispute(dispute, charge, now), now)
+    text = dispute.evidence.get("uncategorized_text") or ""
+    if WINNING_EVIDENCE in text or LOSING_EVIDENCE in text:
+        won = WINNING_EVIDENCE in text
+        dispute.status = "warning_closed" if inquiry else "won" if won else "lost"
+        if won and not inquiry:
+            dispute.balance_transactions = [
+                *dispute.balance_transactions,
+                objects.dispute_balance_transaction(charge.amount, -DISPUTE_FEE, charge.currency, int(now), dispute.id),
+            ]
+        db.session.flush()
+        emit(settings, "charge.dispute.closed", objects.dispute(dispute, charge, now), now)
+        if won and not inquiry:
+            emit(settings, "charge.dispute.funds_reinstated", objects.dispute(dispute, charge, now), now)
+    return objects.dispute(dispute, charge, now)
 
 
 # --- Events and webhook deliveries -------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Other integrations' traffic on the same Stripe account (STRIPE_EMULATOR_FOREIGN_TRAFFIC).
 
 A real account's event stream carries more than the shop's own Checkout Sessions: a billing
-integration's setup- and subscription-mode sessions, payments and refunds made elsewhere,
+integration's setup- and subscription-mode sessions, payments, refunds and disputes made elsewhere,
 charges made with the legacy Charges API (no PaymentIntent), customers, and events rendered
 at the API version of whichever endpoint or integration created them. Each story here is a
 short sequence of such events, shaped like Stripe's published objects (`fixtures3.json`):
@@ -16,7 +16,7 @@ from typing import Any
 import stripe
 
 from . import objects
-from .models import Charge, CheckoutSession, Refund
+from .models import Charge, CheckoutSession, Dispute, Refund
 
 ForeignEvent = tuple[str, dict[str, Any], str]  # (type, data.object, api_version)
 
@@ -99,10 +99,38 @@ def other_payment(now: float) -> list[ForeignEvent]:
         ("payment_intent.succeeded", objects.payment_intent(payment_intent, amount, "usd", int(now)), version),
     ]
     if random.random() < 0.5:
-        events.append(
-            ("charge.refunded", _refunded_charge(now, amount, payment_intent, amount // 2, version), version)
-        )
+        charge = _refunded_charge(now, amount, payment_intent, amount // 2, version)
+        if objects.refund_events_sent(version):
+            refund = Refund(id=objects.new_id("re_"), charge_id=charge["id"], amount=amount // 2, created=int(now),
+                            reason=None, metadata_={}, status="succeeded")
+            events.append(("refund.created", objects.refund(refund, _charge(now, amount, payment_intent)), version))
+        events.append(("charge.refunded", charge, version))
     return events
+
+
+def disputed_payment(now: float) -> list[ForeignEvent]:
+    """Another integration's payment, charged back and lost."""
+    version = _api_version()
+    payment_intent = objects.new_id("pi_")
+    amount = random.choice((900, 2500))
+    session = _session(
+        now, "payment", amount_total=amount, payment_intent=payment_intent,
+        client_reference_id=objects.new_id("inv-", 10), metadata={"source": "billing"},
+    )
+    charge = _charge(now, amount, payment_intent)
+    dispute = Dispute(
+        id=objects.new_id("dp_"), charge_id=charge.id, amount=amount, created=int(now), due_by=int(now) + 7 * 86400,
+        status="needs_response", reason="fraudulent", evidence={}, submission_count=0,
+        balance_transactions=[objects.dispute_balance_transaction(-amount, 1500, "usd", int(now), "dp_x")],
+    )
+    opened = objects.dispute(dispute, charge, now)
+    dispute.status = "lost"
+    return [
+        ("checkout.session.completed", session, version),
+        ("charge.dispute.created", opened, version),
+        ("charge.dispute.funds_withdrawn", opened, version),
+        ("charge.dispute.closed", objects.dispute(dispute, charge, now), version),
+    ]
 
 
 def legacy_charge(now: float) -> list[ForeignEvent]:
@@ -169,6 +197,7 @@ STORIES: dict[str, Callable[[float], list[ForeignEvent]]] = {
     "other_payment": other_payment,
     "legacy_charge": legacy_charge,
     "new_customer": new_customer,
+    "disputed_payment": disputed_payment,
 }
 
 

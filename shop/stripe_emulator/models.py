@@ -56,6 +56,7 @@ class Charge(Base):
     created: Mapped[int] = mapped_column(BigInteger)
     payment_method_type: Mapped[str] = mapped_column(String(32))
     email: Mapped[str | None] = mapped_column(Text)
+    card_number: Mapped[str | None] = mapped_column(String(19))  # the test card paid with (its behaviour)
     presentment_currency: Mapped[str | None] = mapped_column(String(3))  # as its session's
     presentment_amount: Mapped[int | None] = mapped_column(BigInteger)
 
@@ -69,6 +70,26 @@ class Refund(Base):
     created: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str | None] = mapped_column(String(32))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    status: Mapped[str] = mapped_column(String(24), default="succeeded")
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
+    fail_at: Mapped[float | None] = mapped_column(Float, index=True)  # a refund that fails later (a test card)
+
+
+class Dispute(Base):
+    """A dispute of a charge (a test card's); `withdrawn`/`reinstated`: its balance transactions."""
+
+    __tablename__ = "stripe_emulator_disputes"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    charge_id: Mapped[str] = mapped_column(ForeignKey("stripe_emulator_charges.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    created: Mapped[int] = mapped_column(BigInteger)
+    due_by: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(64))
+    evidence: Mapped[dict[str, Any]]
+    submission_count: Mapped[int] = mapped_column(Integer, default=0)
+    balance_transactions: Mapped[list[Any]]
 
 
 class Event(Base):

@@ -5,7 +5,7 @@ import secrets
 import string
 from typing import Any
 
-from .models import Charge, CheckoutSession, Event, Refund
+from .models import Charge, CheckoutSession, Dispute, Event, Refund
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -191,7 +191,7 @@ def refund_events_sent(api_version: str) -> bool:
     return api_version >= REFUND_EVENTS_SINCE
 
 
-def charge(row: Charge, refunds: list[Refund] | None = None) -> dict[str, Any]:
+def charge(row: Charge, refunds: list[Refund] | None = None, disputed: bool = False) -> dict[str, Any]:
     """A succeeded `charge`; with `refunds` (older API versions), its refunds listed newest first."""
     card = row.payment_method_type == "card"
     result = {
@@ -211,7 +211,7 @@ def charge(row: Charge, refunds: list[Refund] | None = None) -> dict[str, Any]:
         "currency": row.currency,
         "customer": None,
         "description": None,
-        "disputed": False,
+        "disputed": disputed,
         "failure_balance_transaction": None,
         "failure_code": None,
         "failure_message": None,
@@ -258,7 +258,7 @@ def charge(row: Charge, refunds: list[Refund] | None = None) -> dict[str, Any]:
 
 
 def refund(row: Refund, charge_row: Charge) -> dict[str, Any]:
-    return {
+    result = {
         "id": row.id,
         "object": "refund",
         "amount": row.amount,
@@ -272,8 +272,79 @@ def refund(row: Refund, charge_row: Charge) -> dict[str, Any]:
         "reason": row.reason,
         "receipt_number": None,
         "source_transfer_reversal": None,
-        "status": "succeeded",
+        "status": row.status,
         "transfer_reversal": None,
+    }
+    if row.failure_reason:
+        result["failure_reason"] = row.failure_reason
+    return result
+
+
+# Every evidence field of a dispute (Stripe lists them all, null until given).
+EVIDENCE_FIELDS = (
+    "access_activity_log", "billing_address", "cancellation_policy", "cancellation_policy_disclosure",
+    "cancellation_rebuttal", "customer_communication", "customer_email_address", "customer_name",
+    "customer_purchase_ip", "customer_signature", "duplicate_charge_documentation", "duplicate_charge_explanation",
+    "duplicate_charge_id", "product_description", "receipt", "refund_policy", "refund_policy_disclosure",
+    "refund_refusal_explanation", "service_date", "service_documentation", "shipping_address", "shipping_carrier",
+    "shipping_date", "shipping_documentation", "shipping_tracking_number", "uncategorized_file", "uncategorized_text",
+)
+INQUIRY_STATUSES = frozenset({"warning_needs_response", "warning_under_review", "warning_closed"})
+
+
+def dispute_balance_transaction(amount: int, fee: int, currency: str, created: int, source: str) -> dict[str, Any]:
+    """A dispute's withdrawal (negative amount, the fee) or reinstatement (positive, the fee back)."""
+    return {
+        "id": new_id("txn_"),
+        "object": "balance_transaction",
+        "amount": amount,
+        "available_on": created,
+        "created": created,
+        "currency": currency,
+        "description": "Chargeback withdrawal" if amount < 0 else "Chargeback reversal",
+        "exchange_rate": None,
+        "fee": fee,
+        "fee_details": [{"amount": fee, "application": None, "currency": currency, "description": "Dispute fee",
+                         "type": "stripe_fee"}] if fee else [],
+        "net": amount - fee,
+        "reporting_category": "dispute" if amount < 0 else "dispute_reversal",
+        "source": source,
+        "status": "available",
+        "type": "adjustment",
+    }
+
+
+def dispute(row: Dispute, charge_row: Charge, now: float) -> dict[str, Any]:
+    """A `dispute` of a charge, as Stripe's published fixture has it."""
+    open_ = row.status in ("needs_response", "warning_needs_response")
+    return {
+        "id": row.id,
+        "object": "dispute",
+        "amount": row.amount,
+        "balance_transactions": row.balance_transactions,
+        "charge": charge_row.id,
+        "created": row.created,
+        "currency": charge_row.currency,
+        "evidence": {name: row.evidence.get(name) for name in EVIDENCE_FIELDS} | {"enhanced_evidence": {}},
+        "evidence_details": {
+            "due_by": row.due_by,
+            "has_evidence": bool(row.evidence),
+            "past_due": open_ and now > row.due_by,
+            "submission_count": row.submission_count,
+            "enhanced_eligibility": {},
+        },
+        "is_charge_refundable": row.status in INQUIRY_STATUSES,
+        "livemode": False,
+        "metadata": {},
+        "payment_intent": charge_row.payment_intent,
+        "payment_method_details": {
+            "card": {"brand": "visa", "case_type": "inquiry" if row.status in INQUIRY_STATUSES else "chargeback",
+                     "network_reason_code": "10.4" if row.reason == "fraudulent" else "13.1"},
+            "type": "card",
+        },
+        "reason": row.reason,
+        "status": row.status,
+        "enhanced_eligibility_types": [],
     }
 
 

@@ -28,6 +28,11 @@ TEST_CARDS = {
     "4242424242424242": None,
     "4000000000000002": "Your card was declined.",
     "4000000000009995": "Your card has insufficient funds.",
+    # Succeed, then (see core.DISPUTE_CARDS, core.REFUND_FAILS_CARD): disputed as fraudulent,
+    # an inquiry, a refund that fails later.
+    "4000000000000259": None,
+    "4000000000001976": None,
+    "4000000000005126": None,
 }
 METHOD_LABELS = {
     "card": "Card",
@@ -99,7 +104,8 @@ def pay(session_id: str) -> Response:
         decline = TEST_CARDS[_card_number(form)]
         if decline:
             return _render(session, 402, form=form, errors={}, decline=decline)
-    if not core.pay(session_id, form["email"], form["method"], settings, now):
+    card_number = _card_number(form) if form["method"] == "card" else None
+    if not core.pay(session_id, form["email"], form["method"], settings, now, card_number):
         db.session.rollback()
         session = db.session.get(CheckoutSession, session_id, populate_existing=True)
         return _render(session, 409)

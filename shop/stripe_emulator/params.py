@@ -244,6 +244,20 @@ LIST_EVENTS_PARAMS: Mapping[str, Field] = {
     "delivery_success": Field("boolean"),
 }
 
+# Evidence is text here (file fields take a File id, which the emulator has no uploads for).
+UPDATE_DISPUTE_PARAMS: Mapping[str, Field] = {
+    "evidence": Field("object", fields={name: Field("string", max_length=20_000) for name in (
+        "access_activity_log", "billing_address", "cancellation_policy_disclosure", "cancellation_rebuttal",
+        "customer_email_address", "customer_name", "customer_purchase_ip", "duplicate_charge_explanation",
+        "duplicate_charge_id", "product_description", "refund_policy_disclosure", "refund_refusal_explanation",
+        "service_date", "shipping_address", "shipping_carrier", "shipping_date", "shipping_tracking_number",
+        "uncategorized_text",
+    )}),
+    "metadata": Field("map"),
+    "submit": Field("boolean"),
+    "expand": EXPAND,
+}
+
 CREATE_REFUND_PARAMS: Mapping[str, Field] = {
     "payment_intent": Field("string", required=True),
     "amount": Field("integer", minimum=1),

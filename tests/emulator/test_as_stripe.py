@@ -378,7 +378,7 @@ def test_foreign_events_bring_no_foreign_events_of_their_own(database_url):
     with app.app_context():
         events = db.session.scalars(select(Event).order_by(Event.seq)).all()
     assert events[0].type == "checkout.session.expired" and events[0].api_version == stripe.api_version
-    assert 2 <= len(events) <= 4  # the shop's own, then one burst
+    assert 2 <= len(events) <= 5  # the shop's own, then one burst (the longest story has four events)
 
 
 # --- Keys --------------------------------------------------------------------------------------

@@ -286,3 +286,34 @@ def test_webhook_endpoints_match_the_spec(spec, stripe_client):
         endpoints.retrieve(created["id"])
     with pytest.raises(stripe.InvalidRequestError, match="enabled_events"):
         endpoints.create(params={"url": "https://shop.example/x", "enabled_events": ["not an event"]})
+
+
+def test_disputes_and_failed_refunds_validate(spec, emulator_app, stripe_client, browser):
+    """A chargeback (test card 0259) won with evidence, and a refund that fails (card 5126)."""
+    disputed = stripe_client.v1.checkout.sessions.create(params=session_params())
+    pay(browser, disputed, card="4000 0000 0000 0259")
+    [created] = _dict(stripe_client.v1.events.list(params={"type": "charge.dispute.created"}))["data"]
+    dispute = created["data"]["object"]
+    assert (dispute["status"], dispute["reason"], dispute["is_charge_refundable"]) == ("needs_response", "fraudulent", False)
+    won = stripe_client.v1.disputes.update(dispute["id"], params={"evidence": {"uncategorized_text": "winning_evidence"}})
+    assert won.status == "won"
+    assert_valid(spec, "dispute", _dict(won))
+
+    failing = stripe_client.v1.checkout.sessions.create(params=session_params())
+    pay(browser, failing, card="4000 0000 0000 5126")
+    refund = stripe_client.v1.refunds.create(
+        params={"payment_intent": stripe_client.v1.checkout.sessions.retrieve(failing.id).payment_intent}
+    )
+    assert refund.status == "succeeded"  # at first
+    stripe_emulator.tick(emulator_app, now=time.time() + 3600)
+    events = _dict(stripe_client.v1.events.list(params={"limit": 100}))["data"]
+    assert {"charge.dispute.funds_withdrawn", "charge.dispute.updated", "charge.dispute.closed",
+            "charge.dispute.funds_reinstated", "refund.created", "refund.updated", "refund.failed"} <= {
+        event["type"] for event in events}
+    for event in events:
+        assert_valid(spec, "event", event)
+        obj = event["data"]["object"]
+        if obj["object"] in ("dispute", "refund", "charge"):
+            assert_valid(spec, obj["object"], obj)
+    failed = stripe_client.v1.refunds.retrieve(refund.id)
+    assert (failed.status, failed.failure_reason) == ("failed", "expired_or_canceled_card")
