@@ -64,6 +64,14 @@ class Config:
     # address it was reached at when this is unset.
     SHOP_URL = (os.environ.get("SHOP_URL") or "").strip().rstrip("/") or None
 
+    # Where the shop ships: two-letter country codes, comma-separated, that Checkout offers for
+    # the shipping address (Stripe's `shipping_address_collection[allowed_countries]`).
+    SHIPPING_COUNTRIES = tuple(
+        code.strip().upper() for code in (os.environ.get("SHIPPING_COUNTRIES") or "US,CA").split(",") if code.strip()
+    )
+    # Ask for a phone number with the address (for the carrier): 1 to turn it on.
+    SHIPPING_PHONE = _flag("SHIPPING_PHONE")
+
     SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "usd").strip().lower()
     # How prices are written (symbol, grouping, decimals): a CLDR locale such as en_US or en_IN.
     SHOP_LOCALE = os.environ.get("SHOP_LOCALE", "en_US").strip()

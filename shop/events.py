@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import case, select, update
 
-from . import disputes, event_shape, orders, paid_sessions, refunds
+from . import disputes, event_shape, fulfilment, orders, paid_sessions, refunds
 from .extensions import db, upsert
 from .models import EventState, StripeEvent, utcnow
 from .orders import InvalidEvent
@@ -82,7 +82,16 @@ Handler = Callable[[Mapping[str, Any]], orders.Outcome]
 
 
 def _session_event(event: Mapping[str, Any]) -> orders.Outcome:
-    return orders.apply_session_event(event["type"], event["data"]["object"])
+    return _apply_session(event["type"], event["data"]["object"])
+
+
+def _apply_session(event_type: str, session: Mapping[str, Any]) -> orders.Outcome:
+    """Apply a session's event to its order, and keep the shipping address of a session that pays it."""
+    outcome = orders.apply_session_event(event_type, session)
+    paying = event_type in (orders.SESSION_COMPLETED, orders.SESSION_ASYNC_SUCCEEDED)
+    if paying and outcome.order_id is not None and outcome.state == EventState.APPLIED:
+        fulfilment.record_address(outcome.order_id, session)
+    return outcome
 
 
 # The intake in one table: which event type becomes which state change. A handler gets the
@@ -211,7 +220,7 @@ def apply_session_read_back(event_type: str, session: Mapping[str, Any]) -> orde
     record, but a payment it reports settles waiting refunds exactly as the event would.
     """
     try:
-        outcome = orders.apply_session_event(event_type, session)
+        outcome = _apply_session(event_type, session)
         if outcome.paid_through:
             _apply_waiting(outcome.paid_through)
         db.session.commit()

@@ -127,6 +127,34 @@ class OrderItem(db.Model):
         return self.quantity * self.unit_amount
 
 
+class ShippingAddress(db.Model):
+    """Where an order's parcel goes: what the customer entered in Checkout (see `shop.fulfilment`)."""
+
+    __tablename__ = "shipping_addresses"
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text)
+    line1: Mapped[str | None] = mapped_column(Text)
+    line2: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str | None] = mapped_column(Text)
+    postal_code: Mapped[str | None] = mapped_column(Text)
+    country: Mapped[str] = mapped_column(String(2))
+
+
+class Shipment(db.Model):
+    """The parcel the operator sent for an order: at most one per order, so a repeated "Mark shipped" records nothing."""
+
+    __tablename__ = "shipments"
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True)
+    carrier: Mapped[str] = mapped_column(String(40))
+    tracking_number: Mapped[str] = mapped_column(String(100))
+    shipped_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    shipped_by: Mapped[str] = mapped_column(String(200))  # the operator's sign-in name
+
+
 class EventState(StrEnum):
     """Where a recorded Stripe event stands. Only `applied`, `needs_review` and `not_ours` are final."""
 

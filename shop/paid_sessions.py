@@ -9,7 +9,8 @@ payment, record the outcome, COMMIT. Here it is one pipelined batch, then COMMIT
     record the event as received (ON CONFLICT DO NOTHING: a repeat records nothing);
     take the payment's lock, as `orders.apply_session_event` does;
     WITH paid AS (pay the order, if it matches the session, holds its stock, the event's
-                  row is this transaction's own, and no event waits for this payment)
+                  row is this transaction's own, and no event waits for this payment),
+         address AS (keep the shipping address the session carries, for the paid order)
     record the event as applied to the paid order.
 
 It commits only if an order was paid; otherwise it rolls back, having changed nothing, and
@@ -30,7 +31,7 @@ import psycopg
 from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from . import orders
+from . import fulfilment, orders
 from .extensions import db
 from .models import EventState, StripeEvent
 from .reads import compiled_for_postgresql
@@ -64,6 +65,7 @@ PAY_AND_RECORD = (
     .where(StripeEvent.id == bindparam("event_id"))
     .values(state=EventState.APPLIED, order_id=_PAID.c.id, outcome=orders.PAID_OUTCOME, processed_at=bindparam("now"))
     .returning(_PAID.c.public_id)
+    .add_cte(fulfilment.record_address_of(_PAID))
 )
 
 
@@ -74,6 +76,7 @@ def try_paying(event: Mapping[str, Any]) -> str | None:
     parameters = orders.pay_matching_order_parameters(event["type"], event["data"]["object"])
     if parameters is None:
         return None
+    parameters |= fulfilment.address_parameters(event["data"]["object"])
     parameters |= {"event_id": event["id"], "event_type": event["type"], "created": event["created"]}
     with db.engine.connect() as connection:
         driver = connection.connection.driver_connection

@@ -99,7 +99,17 @@ def checkout_session_params(order: Order, success_url: str, cancel_url: str) -> 
         "expires_at": int(session_expires_at(order).timestamp()),
         "success_url": success_url,
         "cancel_url": cancel_url,
+        **_shipping_params(),
     }
+
+
+def _shipping_params() -> dict[str, Any]:
+    """Checkout asks for the shipping address (and, by setting, a phone number for the carrier)."""
+    config = current_app.config
+    params: dict[str, Any] = {"shipping_address_collection": {"allowed_countries": list(config["SHIPPING_COUNTRIES"])}}
+    if config["SHIPPING_PHONE"]:
+        params["phone_number_collection"] = {"enabled": True}
+    return params
 
 
 def create_checkout_session(order: Order, success_url: str, cancel_url: str) -> CheckoutSession:

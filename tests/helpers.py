@@ -172,9 +172,16 @@ def record_stripe_calls(app: Flask, failures: list[str] | None = None) -> Record
     return recorder
 
 
+# What a shopper types into the hosted page's shipping address fields.
+SHIPPING_ADDRESS = {
+    "name": "Ada Lovelace", "country": "US", "line1": "12 Analytical Row", "line2": "Apt 3",
+    "city": "Springfield", "state": "IL", "postal_code": "62704",
+}
+
+
 def pay(shop: ShopClient, checkout_url: str, card: str = "4242 4242 4242 4242", method: str = "card"):
     """Fill in the emulator's hosted checkout page as a shopper would."""
-    form = {"email": "shopper@example.com", "method": method, "card": card, "expiry": "12 / 34", "cvc": "123"}
+    form = {"email": "shopper@example.com", "method": method, "card": card, "expiry": "12 / 34", "cvc": "123", **SHIPPING_ADDRESS}
     return shop.http.post(path_of(checkout_url), data=form)
 
 

@@ -25,10 +25,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from shop.extensions import db
-from tests.helpers import CSRF_FIELD, TOKEN_FIELD, RecordingHTTPClient
+from tests.helpers import CSRF_FIELD, SHIPPING_ADDRESS, TOKEN_FIELD, RecordingHTTPClient
 from tests.processes import REPO_ROOT, VENV_BIN, app_env, free_port, run, wait_until_serving
 
-CARD = {"email": "shopper@example.com", "method": "card", "card": "4242 4242 4242 4242", "expiry": "12 / 34", "cvc": "123"}
+CARD = {"email": "shopper@example.com", "method": "card", "card": "4242 4242 4242 4242", "expiry": "12 / 34", "cvc": "123", **SHIPPING_ADDRESS}
 STATUS_URL = re.compile(r'data-status-url="([^"]+)"')
 CONCURRENT_CHECKOUTS = 16
 

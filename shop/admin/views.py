@@ -12,11 +12,11 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
-from .. import disputes, recovery, refunds, stripe_gateway, webhook_check
+from .. import disputes, fulfilment, recovery, refunds, stripe_gateway, webhook_check
 from ..events import HANDLED_EVENT_TYPES
 from ..extensions import db
 from ..filters import isodate
-from ..models import EventState, Order, Product, StripeEvent, utcnow
+from ..models import EventState, Order, Product, Shipment, ShippingAddress, StripeEvent, utcnow
 from ..money import to_units
 from ..orders import PAID_STATES, OrderStatus
 from . import bp
@@ -31,7 +31,11 @@ CSV_HEADER = (
     "order", "created_at", "status", "currency", "amount_total", "amount_refunded", "refund_pending",
     "refunds_failed", "disputes", "dispute_withdrawn", "customer_email", "items", "stripe_session_id",
     "payment_intent_id", "paid_at", "review_reason",
+    "ship_to_name", "ship_to_line1", "ship_to_line2", "ship_to_city", "ship_to_state", "ship_to_postal_code",
+    "ship_to_country", "ship_to_phone", "fulfilment", "carrier", "tracking_number", "shipped_at",
 )
+TO_SHIP_SHOWN = 200
+ADDRESS_COLUMNS = ("name", "line1", "line2", "city", "state", "postal_code", "country", "phone")
 
 
 # Events an operator must look at: handling failed, waits for a payment, or flagged an order.
@@ -43,6 +47,9 @@ def events_needing_attention() -> dict[str, int]:
     """How many Stripe events need the operator, for the navigation on every operator page."""
     needing = StripeEvent.state.in_(NEEDING_ATTENTION)
     return {"events_needing_attention": db.session.scalar(select(func.count()).select_from(StripeEvent).where(needing)) or 0}
+
+
+bp.add_app_template_global(fulfilment.address_lines, "address_lines")
 
 
 @bp.app_template_filter("from_unix")
@@ -74,18 +81,19 @@ def orders_csv() -> ResponseReturnValue:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_HEADER)
-    for order in db.session.scalars(
-        order_filter.query().options(selectinload(Order.refunds), selectinload(Order.disputes))
-        .execution_options(yield_per=500)
-    ):
-        writer.writerow(_csv_row(order))
+    orders = order_filter.query().options(selectinload(Order.refunds), selectinload(Order.disputes))
+    for chunk in db.session.scalars(orders.execution_options(yield_per=500)).partitions():
+        ids = [order.id for order in chunk]
+        addresses, shipments = fulfilment.addresses_of(ids), fulfilment.shipments_of(ids)
+        for order in chunk:
+            writer.writerow(_csv_row(order, addresses.get(order.id), shipments.get(order.id)))
     filename = f"orders-{utcnow():%Y%m%d-%H%M%S}.csv"
     return Response(
         buffer.getvalue(), mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
     )
 
 
-def _csv_row(order: Order) -> list[str]:
+def _csv_row(order: Order, address: ShippingAddress | None, shipment: Shipment | None) -> list[str]:
     items = "; ".join(f"{item.quantity} x {item.product_name}" for item in order.items)
     cells = [
         order.public_id,
@@ -109,6 +117,11 @@ def _csv_row(order: Order) -> list[str]:
         order.payment_intent_id or "",
         isodate(order.paid_at) if order.paid_at else "",
         order.review_reason or "",
+        *(getattr(address, field) or "" if address else "" for field in ADDRESS_COLUMNS),
+        fulfilment.fulfilment_of(order.status, address is not None, shipment is not None, fulfilment.is_disputed(order)),
+        shipment.carrier if shipment else "",
+        shipment.tracking_number if shipment else "",
+        isodate(shipment.shipped_at) if shipment else "",
     ]
     return [_spreadsheet_safe(cell) for cell in cells]
 
@@ -133,6 +146,7 @@ def order_detail(public_id: str) -> ResponseReturnValue:
     ).all()
     order_disputes = disputes.of_order(order.id)
     blockers = disputes.refund_blockers(order_disputes)
+    address, shipment = db.session.get(ShippingAddress, order.id), db.session.get(Shipment, order.id)
     return render_template(
         "admin/order.html",
         order=order,
@@ -144,6 +158,13 @@ def order_detail(public_id: str) -> ResponseReturnValue:
         failure_text=refunds.failure_text,
         refund_blockers=blockers,
         refundable=order.status in REFUNDABLE and not blockers,
+        address=address,
+        shipment=shipment,
+        fulfilment_state=fulfilment.fulfilment_of(
+            order.status, address is not None, shipment is not None, fulfilment.is_disputed(order)
+        ),
+        shipping_warnings=fulfilment.warnings_before_shipping(order),
+        carriers=fulfilment.CARRIERS,
         refund_attempt=secrets.token_urlsafe(16),
     )
 
@@ -174,6 +195,33 @@ def refund(public_id: str) -> ResponseReturnValue:
         log.info("refund %s requested for order %s", refund["id"], order.public_id)
         flash("Refund requested; it shows as pending until Stripe confirms it.")
     return redirect(url_for(".order_detail", public_id=order.public_id), code=303)
+
+
+@bp.get("/to-ship")
+def to_ship() -> ResponseReturnValue:
+    """Paid orders waiting for their parcel, oldest payment first: a packing list when printed."""
+    return render_template("admin/to_ship.html", parcels=fulfilment.to_ship(TO_SHIP_SHOWN), carriers=fulfilment.CARRIERS)
+
+
+@bp.post("/orders/<public_id>/shipped")
+def mark_shipped(public_id: str) -> ResponseReturnValue:
+    """Record the order's parcel as sent; sending the form again records nothing more."""
+    order = _order_or_404(public_id)
+    form = request.form
+    try:
+        shipped = fulfilment.mark_shipped(
+            order, form.get("carrier", ""), form.get("tracking_number", ""), request.authorization.username or "",
+            confirmed=bool(form.get("confirm")),
+        )
+    except fulfilment.CannotShip as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for(".order_detail", public_id=public_id), code=303)
+    db.session.commit()
+    flash(f"Order {public_id} marked shipped." if shipped else f"Order {public_id} was already marked shipped.")
+    if form.get("back") == "to_ship":
+        return redirect(url_for(".to_ship"), code=303)
+    return redirect(url_for(".order_detail", public_id=public_id), code=303)
 
 
 @bp.post("/sync")

@@ -4,13 +4,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import bindparam, select
 
-from .. import stripe_gateway
+from .. import fulfilment, stripe_gateway
 from ..extensions import db
-from ..models import Order, OrderItem, Product, max_quantity, utcnow
+from ..models import Order, OrderItem, Product, Shipment, max_quantity, utcnow
 from ..orders import OrderStatus
 from ..reads import read_rows
 
@@ -79,6 +80,17 @@ class OrderSummary:
     resume_url: str | None = None
     # None: the checkout never reached Stripe (see status_words.never_started).
     stripe_session_id: str | None = None
+    shipment: ShipmentSummary | None = None
+
+
+@dataclass(frozen=True)
+class ShipmentSummary:
+    """The parcel as the shopper's list shows it: the carrier, the number and its tracking page."""
+
+    carrier: str
+    tracking_number: str
+    shipped_at: datetime
+    tracking_url: str | None
 
 
 _RECENT_ORDER_IDS = (
@@ -104,8 +116,12 @@ RECENT_ORDERS_WITH_ITEMS = (
         OrderItem.product_name,
         OrderItem.quantity,
         OrderItem.unit_amount,
+        Shipment.carrier,
+        Shipment.tracking_number,
+        Shipment.shipped_at,
     )
     .join(OrderItem, OrderItem.order_id == Order.id)
+    .outerjoin(Shipment, Shipment.order_id == Order.id)
     .where(Order.id.in_(_RECENT_ORDER_IDS.scalar_subquery()))
     .order_by(Order.created_at.desc(), Order.id.desc(), OrderItem.id)
 )
@@ -128,7 +144,17 @@ def orders_of(shopper_id: str | None) -> list[OrderSummary]:
                 and row.created_at > payable_since
             )
             summary = orders[row.id] = OrderSummary(
-                *row[1:9], resume_url=row.checkout_url if payable else None, stripe_session_id=row.stripe_session_id
+                *row[1:9],
+                resume_url=row.checkout_url if payable else None,
+                stripe_session_id=row.stripe_session_id,
+                shipment=_shipment_of(row),
             )
         summary.items.append(OrderLine(row.product_name, row.quantity, row.unit_amount))
     return list(orders.values())
+
+
+def _shipment_of(row: Any) -> ShipmentSummary | None:
+    if row.carrier is None:
+        return None
+    url = fulfilment.tracking_url(row.carrier, row.tracking_number)
+    return ShipmentSummary(row.carrier, row.tracking_number, row.shipped_at, url)

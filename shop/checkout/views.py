@@ -5,7 +5,7 @@ import re
 from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import orders, reservations, stripe_gateway
+from .. import fulfilment, orders, reservations, stripe_gateway
 from ..catalog.queries import active_products
 from ..extensions import db
 from ..filters import isodate
@@ -19,6 +19,8 @@ from .queries import order_status
 
 SESSION_ID = re.compile(r"cs_[A-Za-z0-9_]{1,250}")
 ORDER_ID = re.compile(r"ord_[A-Za-z0-9_-]{22}")
+# Orders whose checkout ended without a payment: no parcel goes anywhere.
+NOT_SHIPPED_STATES = frozenset({OrderStatus.FAILED, OrderStatus.EXPIRED, OrderStatus.CANCELLED})
 
 
 @bp.post("/checkout")
@@ -82,7 +84,9 @@ def success():
     """Show how the order stands. Never changes it: only Stripe's webhook does."""
     order = _order_for_session(request.args.get("session_id"))
     status_url = url_for(".status", public_id=order.public_id, session_id=order.stripe_session_id)
-    return render_template("success.html", order=order, status_url=status_url)
+    destination = None if order.status in NOT_SHIPPED_STATES else fulfilment.destination_of(order)
+    ship_to = fulfilment.address_lines(destination) if destination else []
+    return render_template("success.html", order=order, status_url=status_url, ship_to=ship_to)
 
 
 CANCEL_UNCONFIRMED = (

@@ -270,9 +270,16 @@ def expire_session(
 
 
 def pay(
-    session_id: str, email: str, method: str, settings: Settings, now: float, card_number: str | None = None
+    session_id: str,
+    email: str,
+    method: str,
+    settings: Settings,
+    now: float,
+    card_number: str | None = None,
+    shipping_details: dict[str, Any] | None = None,
+    phone: str | None = None,
 ) -> bool:
-    """open -> complete from the hosted page; False if the session was no longer open.
+    """open -> complete from the hosted page, with what the customer entered; False if the session was no longer open.
 
     A dispute test card's payment is disputed right after it succeeds."""
     payment_type, delayed, outcome = PAYMENT_METHODS[method]
@@ -282,7 +289,8 @@ def pay(
         status="complete",
         payment_status="unpaid" if delayed else "paid",
         payment_intent=objects.new_id("pi_"),
-        customer_details=objects.customer_details(email),
+        customer_details=objects.customer_details(email, phone),
+        shipping_details=shipping_details,
         settle_at=now + settings.async_delay if delayed else None,
         settle_outcome=outcome if delayed else None,
     )

@@ -33,6 +33,8 @@ class CheckoutSession(Base):
     webhook_url: Mapped[str | None] = mapped_column(Text)
     payment_intent: Mapped[str | None] = mapped_column(String(100), unique=True)
     customer_details: Mapped[dict[str, Any] | None]
+    # What the customer entered for `shipping_address_collection`: {name, address}.
+    shipping_details: Mapped[dict[str, Any] | None]
     # A delayed payment method settles at `settle_at` with `settle_outcome` (succeeded/failed).
     settle_at: Mapped[float | None] = mapped_column(Float, index=True)
     settle_outcome: Mapped[str | None] = mapped_column(String(16))

@@ -5,6 +5,8 @@ import secrets
 import string
 from typing import Any
 
+import stripe
+
 from .models import Charge, CheckoutSession, Dispute, Event, Refund
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -19,12 +21,12 @@ def _address() -> dict[str, None]:
     return dict.fromkeys(("city", "country", "line1", "line2", "postal_code", "state"))
 
 
-def customer_details(email: str) -> dict[str, Any]:
+def customer_details(email: str, phone: str | None = None) -> dict[str, Any]:
     return {
         "address": _address(),
         "email": email,
         "name": None,
-        "phone": None,
+        "phone": phone,
         "tax_exempt": "none",
         "tax_ids": [],
         "business_name": None,
@@ -79,9 +81,20 @@ def line_items_list(session: CheckoutSession, items: list[dict[str, Any]], has_m
     return list_object(data, f"/v1/checkout/sessions/{session.id}/line_items", has_more)
 
 
-def checkout_session(session: CheckoutSession, expand: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The full `checkout.session` object, every field Stripe returns for a payment-mode session."""
+# From this API version on, a session's shipping address is under `collected_information`
+# instead of the top-level `shipping_details` (changelog 2025-03-31.basil).
+SHIPPING_COLLECTED_SINCE = "2025-03-31"
+
+
+def checkout_session(
+    session: CheckoutSession, expand: frozenset[str] = frozenset(), api_version: str | None = None
+) -> dict[str, Any]:
+    """The full `checkout.session` object, every field Stripe returns for a payment-mode session.
+
+    Rendered at `api_version` (the SDK's by default) where the versions differ in shape.
+    """
     params = session.params
+    shipping = session.shipping_details
     result: dict[str, Any] = {
         "id": session.id,
         "object": "checkout.session",
@@ -142,11 +155,11 @@ def checkout_session(session: CheckoutSession, expand: frozenset[str] = frozense
         "payment_method_types": params.get("payment_method_types", ["card"]),
         "payment_status": session.payment_status,
         "permissions": None,
-        "phone_number_collection": {"enabled": False},
+        "phone_number_collection": {"enabled": bool(params.get("phone_number_collection", {}).get("enabled"))},
         "recovered_from": None,
         "saved_payment_method_options": None,
         "setup_intent": None,
-        "shipping_address_collection": None,
+        "shipping_address_collection": params.get("shipping_address_collection"),
         "shipping_cost": None,
         "shipping_details": None,
         "shipping_options": [],
@@ -160,6 +173,10 @@ def checkout_session(session: CheckoutSession, expand: frozenset[str] = frozense
         "url": session.page_url if session.status == "open" else None,
         "wallet_options": None,
     }
+    if (api_version or stripe.api_version) < SHIPPING_COLLECTED_SINCE:
+        result["shipping_details"] = shipping
+    elif shipping is not None:
+        result["collected_information"] = {"business_name": None, "individual_name": None, "shipping_details": shipping}
     if session.presentment_currency is not None and session.status == "complete":
         # What the customer was shown and paid in (Stripe adds it since 2025-03-31.basil);
         # amount_total and currency above stay the integration's.

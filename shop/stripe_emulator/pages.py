@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response
 from shop.extensions import db
 from shop.security import content_security_policy
 
-from . import core, objects
+from . import core, objects, shipping
 from .models import CheckoutSession
 
 bp = Blueprint("stripe_emulator_pages", __name__, url_prefix="/_stripe", template_folder="templates")
@@ -70,6 +70,10 @@ def _render(session: CheckoutSession, status: int = 200, **context: object) -> R
         methods=METHOD_LABELS,
         success_url=_success_url(session),
         business=_business(),
+        shipping_countries=shipping.countries(session),
+        asks_for_address=shipping.asks_for_address(session),
+        asks_for_phone=shipping.asks_for_phone(session),
+        shipping_labels=shipping.labels,
         **context,
     )
     response = Response(html, status=status, mimetype="text/html")
@@ -93,11 +97,13 @@ def pay(session_id: str) -> Response:
     if session.status != "open":
         return _render(session, 409 if request.method == "POST" else 200)
     if request.method == "GET":
-        return _render(session, form={"email": session.params.get("customer_email", ""), "method": "card"})
+        form = {"email": session.params.get("customer_email", ""), "method": "card", "country": shipping.first_country(session)}
+        return _render(session, form=form)
 
-    form = {name: request.form.get(name, "").strip() for name in ("email", "card", "expiry", "cvc", "method")}
+    names = ("email", "card", "expiry", "cvc", "method", *shipping.ADDRESS_FORM_FIELDS)
+    form = {name: request.form.get(name, "").strip() for name in names}
     form["expiry"] = _formatted_expiry(form["expiry"])
-    errors = _field_errors(form, now)
+    errors = _field_errors(form, now) | shipping.form_errors(session, form)
     if errors:
         return _render(session, 422, form=form, errors=errors)
     if form["method"] == "card":
@@ -105,7 +111,8 @@ def pay(session_id: str) -> Response:
         if decline:
             return _render(session, 402, form=form, errors={}, decline=decline)
     card_number = _card_number(form) if form["method"] == "card" else None
-    if not core.pay(session_id, form["email"], form["method"], settings, now, card_number):
+    details = shipping.shipping_details(session, form)
+    if not core.pay(session_id, form["email"], form["method"], settings, now, card_number, details, form["phone"] or None):
         db.session.rollback()
         session = db.session.get(CheckoutSession, session_id, populate_existing=True)
         return _render(session, 409)

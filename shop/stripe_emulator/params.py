@@ -180,6 +180,25 @@ PAYMENT_METHOD_TYPES = (
     "ideal", "bancontact", "sofort", "klarna", "paypal",
 )
 
+# The two-letter codes Checkout can ship to (`shipping_address_collection[allowed_countries][]`).
+SHIPPING_COUNTRIES = (
+    "AC", "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AT", "AU", "AW", "AX", "AZ", "BA",
+    "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS", "BT",
+    "BV", "BW", "BY", "BZ", "CA", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN", "CO", "CR",
+    "CV", "CW", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE", "EG", "EH", "ER", "ES",
+    "ET", "FI", "FJ", "FK", "FO", "FR", "GA", "GB", "GD", "GE", "GF", "GG", "GH", "GI", "GL", "GM",
+    "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HN", "HR", "HT", "HU", "ID", "IE",
+    "IL", "IM", "IN", "IO", "IQ", "IS", "IT", "JE", "JM", "JO", "JP", "KE", "KG", "KH", "KI", "KM",
+    "KN", "KR", "KW", "KY", "KZ", "LA", "LB", "LC", "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY",
+    "MA", "MC", "MD", "ME", "MF", "MG", "MK", "ML", "MM", "MN", "MO", "MQ", "MR", "MS", "MT", "MU",
+    "MV", "MW", "MX", "MY", "MZ", "NA", "NC", "NE", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ",
+    "OM", "PA", "PE", "PF", "PG", "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PY", "QA", "RE",
+    "RO", "RS", "RU", "RW", "SA", "SB", "SC", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN",
+    "SO", "SR", "SS", "ST", "SV", "SX", "SZ", "TA", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL",
+    "TM", "TN", "TO", "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "US", "UY", "UZ", "VA", "VC", "VE",
+    "VG", "VN", "VU", "WF", "WS", "XK", "YE", "YT", "ZA", "ZM", "ZW", "ZZ",
+)
+
 CREATE_SESSION_PARAMS: Mapping[str, Field] = {
     "mode": Field("string", required=True, choices=("payment", "setup", "subscription")),
     "success_url": Field("string", required=True),
@@ -190,6 +209,11 @@ CREATE_SESSION_PARAMS: Mapping[str, Field] = {
     "expires_at": Field("integer"),
     "payment_method_types": _array_of(Field("string", choices=PAYMENT_METHOD_TYPES)),
     "expand": EXPAND,
+    "shipping_address_collection": Field(
+        "object",
+        fields={"allowed_countries": _array_of(Field("string", choices=SHIPPING_COUNTRIES), required=True)},
+    ),
+    "phone_number_collection": Field("object", fields={"enabled": Field("boolean", required=True)}),
     "line_items": _array_of(
         Field(
             "object",

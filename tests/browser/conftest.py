@@ -25,7 +25,7 @@ from shop.cli import seed_products
 from shop.extensions import db
 from shop.models import Order, StripeEvent
 from tests.conftest import IN_CI, make_app
-from tests.helpers import CSRF_FIELD, TOKEN_FIELD
+from tests.helpers import CSRF_FIELD, SHIPPING_ADDRESS, TOKEN_FIELD
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -201,6 +201,17 @@ def screenshot(page, name: str, widths: tuple[int, ...] = WIDTHS) -> None:
         page.set_viewport_size(original)
 
 
+def fill_shipping_address(page) -> None:
+    """Type the shipping address into the hosted checkout page, as a shopper would."""
+    page.get_by_label("Full name").fill(SHIPPING_ADDRESS["name"])
+    page.get_by_label("Country or region").select_option(SHIPPING_ADDRESS["country"])
+    page.get_by_label("Address line 1").fill(SHIPPING_ADDRESS["line1"])
+    page.get_by_label("Address line 2").fill(SHIPPING_ADDRESS["line2"])
+    page.get_by_label("City").fill(SHIPPING_ADDRESS["city"])
+    page.get_by_label("State").fill(SHIPPING_ADDRESS["state"])
+    page.get_by_label("ZIP code").fill(SHIPPING_ADDRESS["postal_code"])
+
+
 def order_over_http(
     context, base_url: str, quantities: dict[str, int], pay_with: str | None = None, method: str = "card"
 ) -> str:
@@ -215,6 +226,6 @@ def order_over_http(
     assert response.status == 303, response.text()
     checkout_url = response.headers["location"]
     if pay_with:
-        payment = {"email": "shopper@example.com", "method": method, "card": pay_with, "expiry": "12 / 34", "cvc": "123"}
+        payment = {"email": "shopper@example.com", "method": method, "card": pay_with, "expiry": "12 / 34", "cvc": "123", **SHIPPING_ADDRESS}
         assert context.request.post(checkout_url, form=payment, max_redirects=0).status == 303
     return checkout_url

@@ -12,7 +12,14 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import DECLINED_CARD, GOOD_CARD, WEBHOOK_TIMEOUT, LiveShop, screenshot
+from tests.browser.conftest import (
+    DECLINED_CARD,
+    GOOD_CARD,
+    WEBHOOK_TIMEOUT,
+    LiveShop,
+    fill_shipping_address,
+    screenshot,
+)
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -44,6 +51,7 @@ def go_to_checkout(page: Page, shop: LiveShop, quantities: dict[str, int]) -> No
 def pay(page: Page, card: str = GOOD_CARD, method: str = "card") -> None:
     """Fill in the hosted checkout page as a shopper would, and press Pay."""
     page.get_by_label("Email").fill("shopper@example.com")
+    fill_shipping_address(page)
     page.get_by_label(METHODS[method], exact=True).check()
     if method == "card":
         page.get_by_label("Card number").fill(card)

@@ -23,6 +23,7 @@ from tests.browser.conftest import (
     WEBHOOK_TIMEOUT,
     WIDTHS,
     LiveShop,
+    fill_shipping_address,
     order_over_http,
     screenshot,
 )
@@ -173,6 +174,7 @@ def test_every_page_a_shopper_sees_passes_axe_at_wcag_2_1_aa(page: Page, live_sh
 
     page.goto(f"{live_shop.url}/_stripe/pay/{session_id}")
     page.get_by_label("Email").fill("shopper@example.com")
+    fill_shipping_address(page)
     page.get_by_label("Card number").fill(GOOD_CARD)
     page.get_by_label("Expiry").fill("12 / 34")
     page.get_by_label("CVC").fill("123")

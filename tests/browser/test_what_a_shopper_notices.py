@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from shop.extensions import db
 from shop.models import Order
-from tests.browser.conftest import SCREENSHOTS, WEBHOOK_TIMEOUT, LiveShop, screenshot
+from tests.browser.conftest import SCREENSHOTS, WEBHOOK_TIMEOUT, LiveShop, fill_shipping_address, screenshot
 from tests.browser.test_journeys import CHECKOUT_URL, SUCCESS_URL, choose, go_to_checkout, pay
 
 pytestmark = pytest.mark.sqlite_only
@@ -169,6 +169,7 @@ def test_the_payment_page_names_the_shop_and_its_fields_behave_like_stripes(new_
     page.get_by_label("Expiry").fill("1230")
     expect(page.get_by_label("Expiry")).to_have_value("12 / 30")
     page.get_by_label("Email").fill("shopper@example.com")
+    fill_shipping_address(page)
     page.get_by_label("Card number").fill("4242424242424242")
     expect(page.get_by_label("Card number")).to_have_value("4242 4242 4242 4242")
     page.get_by_role("button", name=re.compile("^Pay")).click()  # the CVC is missing
@@ -187,6 +188,7 @@ def test_an_expiry_typed_as_four_digits_is_accepted_without_javascript(new_conte
     page = context.new_page()
     go_to_checkout(page, live_shop, {"enamel-mug": 1})
     page.get_by_label("Email").fill("shopper@example.com")
+    fill_shipping_address(page)
     page.get_by_label("Card number").fill("4242424242424242")
     page.get_by_label("Expiry").fill("1230")
     page.get_by_label("CVC").fill("123")

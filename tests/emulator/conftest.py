@@ -17,8 +17,9 @@ from werkzeug.test import TestResponse
 
 from shop import create_app
 from shop.extensions import db
+from tests.helpers import SHIPPING_ADDRESS
 
-CARD = {"email": "ada@example.com", "method": "card", "card": "4242 4242 4242 4242", "expiry": "12 / 34", "cvc": "123"}
+CARD = {"email": "ada@example.com", "method": "card", "card": "4242 4242 4242 4242", "expiry": "12 / 34", "cvc": "123", **SHIPPING_ADDRESS}
 
 
 @dataclass

@@ -15,9 +15,9 @@ from shop.extensions import db
 from shop.stripe_emulator.addresses import server_origin
 from shop.stripe_emulator.models import Delivery
 from tests.conftest import seeded_app
-from tests.helpers import CSRF_FIELD, TOKEN_FIELD, ShopClient, get_order, latest_order, path_of, pay
+from tests.helpers import CSRF_FIELD, SHIPPING_ADDRESS, TOKEN_FIELD, ShopClient, get_order, latest_order, path_of, pay
 
-CARD = {"email": "shopper@example.com", "method": "card", "card": "4242 4242 4242 4242", "expiry": "12 / 34", "cvc": "123"}
+CARD = {"email": "shopper@example.com", "method": "card", "card": "4242 4242 4242 4242", "expiry": "12 / 34", "cvc": "123", **SHIPPING_ADDRESS}
 
 
 def checkout_at(shop: ShopClient, base_url: str, **headers: str):

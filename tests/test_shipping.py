@@ -1,0 +1,132 @@
+"""Shipping and fulfilment: the address from Checkout, the To ship list, Mark shipped, the CSV."""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from shop.extensions import db
+from shop.models import Shipment
+from shop.stripe_emulator import tick
+from tests.helpers import ShopClient, latest_order, path_of, pay, post_event, refund_event, session_event
+from tests.test_admin import OPERATOR, Operator
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "stripe" / "fixtures3.json"
+
+
+@pytest.fixture
+def operator(app: Flask) -> Operator:
+    app.config.update(ADMIN_USERNAME=OPERATOR[0], ADMIN_PASSWORD=OPERATOR[1])
+    return Operator(app)
+
+
+def published_shipping_details() -> dict:
+    """Stripe's published Checkout Session's `collected_information.shipping_details`, filled in."""
+    session = json.loads(FIXTURES.read_text())["resources"]["checkout.session"]
+    details = copy.deepcopy(session["collected_information"]["shipping_details"])
+    details["name"] = "Grace Hopper"
+    details["address"].update(line1="1 Compiler Way", city="Arlington", state="VA", postal_code="22201", country="US")
+    return details
+
+
+def paid_order_with(app: Flask, shop: ShopClient, **session_fields) -> str:
+    order = shop.start({"field-notebook": 2, "canvas-tote": 1})
+    response = post_event(app, session_event(order, "checkout.session.completed", **session_fields))
+    assert response.status_code == 200
+    return order.public_id
+
+
+def test_both_api_versions_shapes_give_the_same_address(app: Flask, shop: ShopClient, operator: Operator):
+    details = published_shipping_details()
+    new = paid_order_with(app, shop, collected_information={"shipping_details": details}, shipping_details=None)
+    old = paid_order_with(app, shop, shipping_details=details)  # before 2025-03-31.basil
+    pages = [operator.get(f"/admin/orders/{public_id}").get_data(as_text=True) for public_id in (new, old)]
+    for page in pages:
+        assert "Grace Hopper<br>1 Compiler Way<br>Arlington VA 22201<br>US<br>" in page
+        assert "To ship" in page
+    listing = operator.get("/admin/to-ship").get_data(as_text=True)
+    assert listing.index(new) < listing.index(old)  # oldest first
+    assert listing.count("1 Compiler Way") == 2
+
+
+def test_an_order_paid_without_an_address_needs_one_and_cannot_be_shipped(app: Flask, shop: ShopClient, operator: Operator):
+    public_id = paid_order_with(app, shop)
+    page = operator.get(f"/admin/orders/{public_id}").get_data(as_text=True)
+    assert "Needs an address" in page and "Mark shipped" not in page
+    assert "Needs an address" in operator.get("/admin/to-ship").get_data(as_text=True)
+    response = operator.post_form(f"/admin/orders/{public_id}/shipped", carrier="UPS", tracking_number="1Z999")
+    assert response.status_code == 303
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Shipment)) == 0
+
+
+def test_a_double_clicked_mark_shipped_records_one_shipment(app: Flask, shop: ShopClient, operator: Operator):
+    public_id = paid_order_with(app, shop, collected_information={"shipping_details": published_shipping_details()})
+    for _ in range(2):
+        response = operator.post_form(f"/admin/orders/{public_id}/shipped", carrier="UPS", tracking_number="1Z999AA10123456784")
+        assert response.status_code == 303
+    with app.app_context():
+        shipments = db.session.scalars(select(Shipment)).all()
+        assert [(s.carrier, s.tracking_number, s.shipped_by) for s in shipments] == [("UPS", "1Z999AA10123456784", "operator")]
+    assert f"/admin/orders/{public_id}\"" not in operator.get("/admin/to-ship").get_data(as_text=True)
+    page = operator.get(f"/admin/orders/{public_id}").get_data(as_text=True)
+    assert "Shipped: UPS" in page and "1Z999AA10123456784" in page
+
+
+def test_mark_shipped_needs_the_csrf_token(app: Flask, shop: ShopClient, operator: Operator):
+    public_id = paid_order_with(app, shop, collected_information={"shipping_details": published_shipping_details()})
+    response = operator.http.post(
+        f"/admin/orders/{public_id}/shipped", data={"carrier": "UPS", "tracking_number": "1Z"}, auth=OPERATOR
+    )
+    assert response.status_code == 400
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Shipment)) == 0
+
+
+def test_a_partly_refunded_order_ships_only_once_the_operator_confirms(app: Flask, shop: ShopClient, operator: Operator):
+    public_id = paid_order_with(app, shop, collected_information={"shipping_details": published_shipping_details()})
+    order = latest_order(app)
+    post_event(app, refund_event(order.payment_intent_id, 500, order.amount_total))
+    page = operator.get(f"/admin/orders/{public_id}").get_data(as_text=True)
+    assert "Part of this order was refunded" in page
+    operator.post_form(f"/admin/orders/{public_id}/shipped", carrier="USPS", tracking_number="9400")
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Shipment)) == 0
+    operator.post_form(f"/admin/orders/{public_id}/shipped", carrier="USPS", tracking_number="9400", confirm="1")
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Shipment)) == 1
+
+
+def test_a_fully_refunded_order_is_not_on_the_to_ship_list(app: Flask, shop: ShopClient, operator: Operator):
+    public_id = paid_order_with(app, shop, collected_information={"shipping_details": published_shipping_details()})
+    order = latest_order(app)
+    post_event(app, refund_event(order.payment_intent_id, order.amount_total, order.amount_total))
+    assert f"/admin/orders/{public_id}\"" not in operator.get("/admin/to-ship").get_data(as_text=True)
+
+
+def test_the_emulators_page_asks_for_the_address_and_the_csv_carries_it(app: Flask, shop: ShopClient, operator: Operator):
+    response = shop.checkout({"enamel-mug": 1})
+    checkout_url = response.headers["Location"]
+    page = shop.http.get(path_of(checkout_url)).get_data(as_text=True)
+    assert "Shipping information" in page and '<option value="CA">Canada</option>' in page
+    paid = pay(shop, checkout_url)
+    assert paid.status_code == 303
+    success = shop.http.get(path_of(paid.headers["Location"])).get_data(as_text=True)  # before the webhook
+    assert "Your parcel will go to" in success and "12 Analytical Row<br>Apt 3<br>Springfield IL 62704<br>US" in success
+    tick(app)
+    order = latest_order(app)
+    assert "Shipped" not in shop.http.get("/").get_data(as_text=True)
+    operator.post_form(f"/admin/orders/{order.public_id}/shipped", carrier="USPS", tracking_number="9400111")
+    home = shop.http.get("/").get_data(as_text=True)
+    assert "<strong>Shipped</strong>" in home
+    assert 'href="https://tools.usps.com/go/TrackConfirmAction?tLabels=9400111"' in home
+    rows = list(csv.DictReader(io.StringIO(operator.get("/admin/orders.csv").get_data(as_text=True))))
+    row = next(row for row in rows if row["order"] == order.public_id)
+    assert (row["ship_to_name"], row["ship_to_city"], row["ship_to_country"]) == ("Ada Lovelace", "Springfield", "US")
+    assert (row["fulfilment"], row["carrier"], row["tracking_number"]) == ("shipped", "USPS", "9400111")
