@@ -373,7 +373,9 @@ def test_csv_export_of_the_filtered_orders(operator, admin_app) -> None:
 def test_csv_export_with_no_orders_has_just_the_header(operator) -> None:
     assert operator.get("/admin/orders.csv").get_data(as_text=True).splitlines() == [
         "order,created_at,status,currency,amount_total,amount_refunded,refund_pending,refunds_failed,disputes,"
-        "dispute_withdrawn,customer_email,items,stripe_session_id,payment_intent_id,paid_at,review_reason"
+        "dispute_withdrawn,customer_email,items,stripe_session_id,payment_intent_id,paid_at,review_reason,"
+        "ship_to_name,ship_to_line1,ship_to_line2,ship_to_city,ship_to_state,ship_to_postal_code,ship_to_country,"
+        "ship_to_phone,fulfilment,carrier,tracking_number,shipped_at"
     ]
 
 

@@ -317,3 +317,23 @@ def test_disputes_and_failed_refunds_validate(spec, emulator_app, stripe_client,
             assert_valid(spec, obj["object"], obj)
     failed = stripe_client.v1.refunds.retrieve(refund.id)
     assert (failed.status, failed.failure_reason) == ("failed", "expired_or_canceled_card")
+
+
+@pytest.mark.parametrize("phone", [False, True])
+def test_the_shops_shipping_parameters_are_valid_for_the_spec(spec, app, shop, phone):
+    """The shipping address countries (from SHIPPING_COUNTRIES) are codes Stripe accepts; the phone by setting."""
+    from urllib.parse import parse_qsl
+
+    from tests.helpers import record_stripe_calls
+
+    app.config.update(SHIPPING_COUNTRIES=("US", "CA", "GB"), SHIPPING_PHONE=phone)
+    recorder = record_stripe_calls(app)
+    assert shop.checkout({"enamel-mug": 1}).status_code == 303
+    [(_, _, _, body)] = recorder.posts_to("/v1/checkout/sessions")
+    sent = parse_qsl(body)
+    countries = [value for key, value in sent if key.startswith("shipping_address_collection[allowed_countries]")]
+    assert countries == ["US", "CA", "GB"]
+    schema = _request_schema(spec, "/v1/checkout/sessions")["properties"]
+    assert set(countries) <= set(schema["shipping_address_collection"]["properties"]["allowed_countries"]["items"]["enum"])
+    assert (("phone_number_collection[enabled]", "true") in sent) is phone
+    assert "enabled" in schema["phone_number_collection"]["properties"]
