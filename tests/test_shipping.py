@@ -12,9 +12,20 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from shop.extensions import db
-from shop.models import Shipment
+from shop.models import Shipment, ShippingAddress
 from shop.stripe_emulator import tick
-from tests.helpers import ShopClient, latest_order, path_of, pay, post_event, refund_event, session_event
+from tests.helpers import (
+    SHIPPING_ADDRESS,
+    ShopClient,
+    WireTrace,
+    get_order,
+    latest_order,
+    path_of,
+    pay,
+    post_event,
+    refund_event,
+    session_event,
+)
 from tests.test_admin import OPERATOR, Operator
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "stripe" / "fixtures3.json"
@@ -130,3 +141,70 @@ def test_the_emulators_page_asks_for_the_address_and_the_csv_carries_it(app: Fla
     row = next(row for row in rows if row["order"] == order.public_id)
     assert (row["ship_to_name"], row["ship_to_city"], row["ship_to_country"]) == ("Ada Lovelace", "Springfield", "US")
     assert (row["fulfilment"], row["carrier"], row["tracking_number"]) == ("shipped", "USPS", "9400111")
+
+
+@pytest.mark.postgres_only
+def test_the_webhooks_fast_path_keeps_the_address_in_its_two_round_trips(app: Flask, shop: ShopClient, tmp_path):
+    """A paid completion with an address is still one pipelined batch and a COMMIT, and the address is kept."""
+    details = published_shipping_details()
+    with WireTrace(app, str(tmp_path / "libpq.trace")) as wire:
+        for _ in range(6):  # psycopg prepares a statement on its fifth run
+            other = shop.start({"enamel-mug": 1})
+            event = session_event(other, "checkout.session.completed", collected_information={"shipping_details": details})
+            wire.traffic(lambda event=event: post_event(app, event))
+        order = shop.start({"field-notebook": 1})
+        event = session_event(order, "checkout.session.completed", collected_information={"shipping_details": details})
+        round_trips, _ = wire.traffic(lambda: post_event(app, event))
+    assert round_trips == 2
+    with app.app_context():
+        address = db.session.get(ShippingAddress, get_order(app, order.public_id).id)
+        assert (address.name, address.line1, address.city, address.country) == ("Grace Hopper", "1 Compiler Way", "Arlington", "US")
+
+
+def test_the_hosted_page_asks_for_the_fields_each_country_needs(app: Flask, shop: ShopClient):
+    app.config.update(SHIPPING_COUNTRIES=("US", "HK"))
+    checkout_url = shop.checkout({"enamel-mug": 1}).headers["Location"]
+    card = {"email": "ada@example.com", "method": "card", "card": "4242 4242 4242 4242", "expiry": "12 / 34", "cvc": "123"}
+    missing = shop.http.post(path_of(checkout_url), data={**card, "country": "US"}).get_data(as_text=True)
+    for message in ("Enter your full name.", "Enter your address.", "Enter your city.", "Enter your state.", "Enter your ZIP code."):
+        assert message in missing
+    not_offered = shop.http.post(path_of(checkout_url), data={**card, "country": "GB"}).get_data(as_text=True)
+    assert "Choose a country we ship to." in not_offered
+    hong_kong = {"name": "Li Wei", "country": "HK", "line1": "1 Queen's Road Central", "city": "Central"}
+    assert shop.http.post(path_of(checkout_url), data={**card, **hong_kong}).status_code == 303  # no postal code there
+    tick(app)
+    with app.app_context():
+        address = db.session.get(ShippingAddress, latest_order(app).id)
+        assert (address.line1, address.city, address.postal_code, address.country) == ("1 Queen's Road Central", "Central", None, "HK")
+
+
+@pytest.mark.parametrize("api_version", ["2025-02-24.acacia", "2025-03-31.basil", None])
+def test_the_emulators_session_carries_the_address_where_its_api_version_puts_it(app: Flask, shop: ShopClient, api_version):
+    from shop.fulfilment import address_values
+    from shop.stripe_emulator import objects
+    from shop.stripe_emulator.models import CheckoutSession
+
+    assert pay(shop, shop.checkout({"enamel-mug": 1}).headers["Location"]).status_code == 303
+    with app.app_context():
+        session = objects.checkout_session(db.session.scalars(select(CheckoutSession)).one(), api_version=api_version)
+    if api_version == "2025-02-24.acacia":
+        assert session["shipping_details"]["address"]["line1"] == "12 Analytical Row"
+        assert session["collected_information"] is None
+    else:
+        assert session["shipping_details"] is None
+        assert session["collected_information"]["shipping_details"]["name"] == "Ada Lovelace"
+    assert address_values(session) == {
+        "name": "Ada Lovelace", "phone": None, "line1": "12 Analytical Row", "line2": "Apt 3",
+        "city": "Springfield", "state": "IL", "postal_code": "62704", "country": "US",
+    }
+
+
+def test_with_shipping_phone_on_the_page_asks_for_a_phone_and_the_shop_keeps_it(app: Flask, shop: ShopClient, operator: Operator):
+    app.config.update(SHIPPING_PHONE=True)
+    checkout_url = shop.checkout({"enamel-mug": 1}).headers["Location"]
+    assert "Enter your phone number." in shop.http.post(path_of(checkout_url), data={"country": "US"}).get_data(as_text=True)
+    form = {"email": "ada@example.com", "method": "card", "card": "4242 4242 4242 4242", "expiry": "12 / 34", "cvc": "123"}
+    assert shop.http.post(path_of(checkout_url), data={**form, **SHIPPING_ADDRESS, "phone": "+1 217 555 0100"}).status_code == 303
+    tick(app)
+    page = operator.get(f"/admin/orders/{latest_order(app).public_id}").get_data(as_text=True)
+    assert "Phone: +1 217 555 0100" in page

@@ -24,7 +24,7 @@ NO_POSTAL_CODE = frozenset(
 # Countries whose addresses need a state, province or territory.
 STATE_REQUIRED = frozenset({"US", "CA", "AU"})
 STATE_LABELS = {"US": "State", "CA": "Province", "AU": "State or territory"}
-POSTAL_CODE_LABELS = {"US": "ZIP"}
+POSTAL_CODE_LABELS = {"US": "ZIP code"}
 _ENGLISH = Locale("en")
 
 
@@ -62,9 +62,9 @@ def form_errors(session: CheckoutSession, form: Mapping[str, str]) -> dict[str, 
         errors["country"] = "Choose a country we ship to."
     required = {"name": "Enter your full name.", "line1": "Enter your address.", "city": "Enter your city."}
     if country not in NO_POSTAL_CODE:
-        required["postal_code"] = f"Enter your {labels(country)['postal_code'].lower()}."
+        required["postal_code"] = f"Enter your {labels(country)['postal_code'].replace('Postal', 'postal')}."
     if country in STATE_REQUIRED:
-        required["state"] = f"Choose your {labels(country)['state'].lower()}."
+        required["state"] = f"Enter your {labels(country)['state'].lower()}."
     if asks_for_phone(session):
         required["phone"] = "Enter your phone number."
     for field, message in required.items():

@@ -151,6 +151,7 @@ def test_every_page_a_shopper_sees_passes_axe_at_wcag_2_1_aa(page: Page, live_sh
     expect(page.locator(".field-error").first).to_be_visible()
     audit(page, "payment page with field errors")
     page.get_by_label("Email").fill("shopper@example.com")
+    fill_shipping_address(page)
     page.get_by_label("Card number").fill(DECLINED_CARD)
     page.get_by_label("Expiry").fill("1234")
     page.get_by_label("CVC").fill("123")
