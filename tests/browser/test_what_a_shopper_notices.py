@@ -154,10 +154,11 @@ def test_the_payment_page_names_the_shop_and_its_fields_behave_like_stripes(new_
     session_id = page.locator(".session-id")
     line_height = session_id.evaluate("(el) => parseFloat(getComputedStyle(el).lineHeight)")
     assert session_id.bounding_box()["height"] <= line_height * 1.2
-    # The legend lines up with the labels above and below it.
+    # The legends line up with the labels above and below them.
     left = {name: page.locator(selector).bounding_box()["x"] for name, selector in
-            (("email", "label[for=email]"), ("legend", "legend"), ("card", "label[for=card]"))}
-    assert abs(left["legend"] - left["email"]) < 1 and abs(left["legend"] - left["card"]) < 1, left
+            (("email", "label[for=email]"), ("shipping", "fieldset.shipping legend"), ("name", "label[for=ship-name]"),
+             ("legend", "fieldset:not(.shipping) legend"), ("card", "label[for=card]"))}
+    assert all(abs(x - left["email"]) < 1 for x in left.values()), left
 
     page.get_by_label("Bank transfer (delayed)", exact=True).check()
     expect(page.get_by_label("Card number")).to_be_hidden()
