@@ -5,6 +5,7 @@ import copy
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.helpers import (
     SHIPPING_ADDRESS,
     ShopClient,
     WireTrace,
+    dispute_event,
     get_order,
     latest_order,
     path_of,
@@ -208,3 +210,35 @@ def test_with_shipping_phone_on_the_page_asks_for_a_phone_and_the_shop_keeps_it(
     tick(app)
     page = operator.get(f"/admin/orders/{latest_order(app).public_id}").get_data(as_text=True)
     assert "Phone: +1 217 555 0100" in page
+
+
+def test_a_disputed_order_is_held_off_the_to_ship_list_and_ships_only_once_confirmed(app: Flask, shop: ShopClient, operator: Operator):
+    public_id = paid_order_with(app, shop, collected_information={"shipping_details": published_shipping_details()})
+    order = latest_order(app)
+    post_event(app, dispute_event("charge.dispute.created", "dp_shipping", order.payment_intent_id, "needs_response", int(time.time())))
+    assert f"/admin/orders/{public_id}\"" not in operator.get("/admin/to-ship").get_data(as_text=True)
+    page = operator.get(f"/admin/orders/{public_id}").get_data(as_text=True)
+    assert "On hold: disputed" in page and "The customer disputed this payment (needs response)" in page
+    operator.post_form(f"/admin/orders/{public_id}/shipped", carrier="DHL", tracking_number="JD0146")
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Shipment)) == 0
+    operator.post_form(f"/admin/orders/{public_id}/shipped", carrier="DHL", tracking_number="JD0146", confirm="1")
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Shipment)) == 1
+    rows = list(csv.DictReader(io.StringIO(operator.get("/admin/orders.csv").get_data(as_text=True))))
+    assert [(row["fulfilment"], row["carrier"]) for row in rows if row["order"] == public_id] == [("shipped", "DHL")]
+
+
+def test_a_fully_refunded_order_can_still_be_marked_shipped_once_confirmed(app: Flask, shop: ShopClient, operator: Operator):
+    """The parcel may have left before the refund: the operator can record it, after the warning."""
+    public_id = paid_order_with(app, shop, collected_information={"shipping_details": published_shipping_details()})
+    order = latest_order(app)
+    post_event(app, refund_event(order.payment_intent_id, order.amount_total, order.amount_total))
+    page = operator.get(f"/admin/orders/{public_id}").get_data(as_text=True)
+    assert "Not to ship" in page and "refunded in full" in page
+    operator.post_form(f"/admin/orders/{public_id}/shipped", carrier="DHL", tracking_number="JD0147")
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Shipment)) == 0
+    operator.post_form(f"/admin/orders/{public_id}/shipped", carrier="DHL", tracking_number="JD0147", confirm="1")
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Shipment)) == 1
