@@ -48,6 +48,11 @@ def test_buy_with_an_address_ship_it_with_tracking_and_the_shopper_sees_shipped(
     expect(parcel).to_contain_text("12 Analytical Row")
     expect(parcel).to_contain_text("2 × Enamel Mug")
     screenshot(admin, "admin-to-ship")
+    admin.emulate_media(media="print")  # the packing list: the parcel, without navigation and forms
+    expect(parcel).to_contain_text("12 Analytical Row")
+    expect(admin.locator(".admin-nav")).to_be_hidden()
+    expect(parcel.get_by_role("button", name="Mark shipped")).to_be_hidden()
+    admin.emulate_media(media="screen")
 
     parcel.get_by_label("Carrier").select_option("UPS")
     parcel.get_by_label("Tracking number").fill(TRACKING)
