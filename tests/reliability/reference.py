@@ -7,6 +7,11 @@ Refunds follow Stripe's semantics, not the shop's code: a `charge.refunded` repo
 charge's cumulative `amount_refunded`, so the refund an order shows is the largest one
 reported for its payment, once (and whenever) the order is paid; refunds reported before
 that are kept, not lost. Events of other integrations change nothing.
+
+A refund that fails (`refund.failed`, FAILED_REFUND of the charge's refunds) is money the
+customer never got: it no longer counts in any charge total reported before the failure
+(a total reported after it no longer includes it). Disputes change no order's status: the
+model keeps the furthest state its events reported (a lost dispute stays lost).
 """
 from __future__ import annotations
 
@@ -45,6 +50,8 @@ TARGET = {
 }
 # `charge.refunded` of the order's own payment, with the charge's amount refunded so far.
 REFUND_KINDS = frozenset({"refund"})
+FAILED_REFUND = 1000  # `refund.failed` of one refund of this amount
+DISPUTE_STATES = {"dispute_opened": "needs_response", "dispute_lost": "lost"}  # charge.dispute.created / .closed
 # Traffic of other integrations on the same account: none of it is the order's.
 FOREIGN_KINDS = frozenset({"foreign_session", "legacy_refund", "foreign_refund"})
 
@@ -61,6 +68,7 @@ class ModelEvent:
     matches: bool = True
     refunded: int = 0
     poison: bool = False
+    at: int = 0  # when Stripe created it (the event's `created`, in pool order)
 
     @property
     def target(self) -> str | None:
@@ -81,24 +89,42 @@ class ModelOrder:
     total: int
     session_state: str = "awaiting_payment"
     largest_refund: int = 0
+    largest_refund_at: int = -1
+    refund_failed_at: int | None = None
+    dispute: str | None = None  # as far as its events got: None, needs_response, lost
     flagged: bool = False
 
     @property
+    def refunds(self) -> int:
+        failed_since = self.refund_failed_at is not None and self.refund_failed_at >= self.largest_refund_at
+        return max(0, self.largest_refund - (FAILED_REFUND if failed_since else 0))
+
+    @property
     def status(self) -> str:
-        if self.session_state != "paid" or self.largest_refund == 0:
+        if self.session_state != "paid" or self.refunds == 0:
             return self.session_state
-        return "refunded" if self.largest_refund >= self.total else "partially_refunded"
+        return "refunded" if self.refunds >= self.total else "partially_refunded"
 
     @property
     def amount_refunded(self) -> int:
-        return self.largest_refund if self.session_state == "paid" else 0
+        return self.refunds if self.session_state == "paid" else 0
+
+    @property
+    def dispute_status(self) -> str | None:
+        return self.dispute if self.session_state == "paid" else None
 
 
 def apply(order: ModelOrder, event: ModelEvent) -> ModelOrder:
     if event.poison or event.kind in FOREIGN_KINDS:
         return order
     if event.kind in REFUND_KINDS:
-        return replace(order, largest_refund=max(order.largest_refund, event.refunded))
+        if event.refunded < order.largest_refund:
+            return order
+        return replace(order, largest_refund=event.refunded, largest_refund_at=max(order.largest_refund_at, event.at))
+    if event.kind == "refund_failed":
+        return replace(order, refund_failed_at=event.at)
+    if event.kind in DISPUTE_STATES:
+        return replace(order, dispute="lost" if "lost" in (order.dispute, DISPUTE_STATES[event.kind]) else "needs_response")
     order = replace(order, flagged=order.flagged or event.flags_for_review)
     target = event.target
     if target is not None and target in NEXT_STATES[order.session_state]:

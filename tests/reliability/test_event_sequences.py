@@ -17,14 +17,33 @@ from sqlalchemy.exc import OperationalError
 
 from shop import events, orders, paid_sessions, recovery, stripe_gateway
 from shop.extensions import db
-from shop.models import Order, StripeEvent
-from tests.helpers import ShopClient, get_order, post_event, refund_event, session_event
-from tests.reliability.reference import KINDS, PAID, TAKES_MONEY, ModelEvent, ModelOrder, apply
+from shop.models import Dispute, Order, StripeEvent
+from tests.helpers import (
+    ShopClient,
+    dispute_event,
+    get_order,
+    post_event,
+    refund_event,
+    refund_object_event,
+    session_event,
+)
+from tests.reliability.reference import (
+    DISPUTE_STATES,
+    FAILED_REFUND,
+    KINDS,
+    PAID,
+    TAKES_MONEY,
+    ModelEvent,
+    ModelOrder,
+    apply,
+)
 
 MISMATCHES = {"amount": {"amount_total": 1}, "currency": {"currency": "eur"}}
 TOTAL = 2400  # one enamel mug
 SESSION_KINDS = sorted(KINDS)
-OTHER_KINDS = ["refund", "foreign_session", "legacy_refund", "foreign_refund"]
+OTHER_KINDS = ["refund", "refund_failed", "dispute_opened", "dispute_lost", "foreign_session", "legacy_refund",
+               "foreign_refund"]
+AFTER_PAYMENT_KINDS = ("refund", "refund_failed", "dispute_opened", "dispute_lost")
 POISON_MARK = {"poison": "this event can never be handled"}
 
 
@@ -53,10 +72,11 @@ def scenarios(draw: st.DrawFn) -> tuple[list[tuple[ModelEvent, str | None]], lis
     # pool order) unless a refund fails, and that is an event of its own.
     totals = iter(sorted(event.refunded for event, _ in pool if event.kind == "refund"))
     pool = [(replace(event, refunded=next(totals)) if event.kind == "refund" else event, m) for event, m in pool]
+    pool = [(replace(event, at=index), m) for index, (event, m) in enumerate(pool)]
     if draw(st.booleans()):
         index = draw(st.integers(0, len(pool) - 1))
         event, mismatch = pool[index]
-        pool[index] = (ModelEvent(event.kind, event.matches, event.refunded, poison=True), mismatch)
+        pool[index] = (replace(event, poison=True), mismatch)
     deliveries = draw(
         st.lists(
             st.builds(Delivery, st.integers(0, len(pool) - 1), st.sampled_from([False, False, False, True])),
@@ -109,6 +129,12 @@ def stripe_event(order: Order, event: ModelEvent, mismatch: str | None, payment_
         )
     elif event.kind == "refund":
         stripe = refund_event(payment_intent, event.refunded, TOTAL)
+    elif event.kind == "refund_failed":
+        stripe = refund_object_event("refund.failed", "re_" + payment_intent, payment_intent, FAILED_REFUND, "failed", created,
+                                     "expired_or_canceled_card")
+    elif event.kind in DISPUTE_STATES:
+        event_type = "charge.dispute.created" if event.kind == "dispute_opened" else "charge.dispute.closed"
+        stripe = dispute_event(event_type, "dp_" + payment_intent, payment_intent, DISPUTE_STATES[event.kind], created, amount=TOTAL)
     elif event.kind == "foreign_session":
         stripe = session_event(
             order, "checkout.session.completed", id="cs_test_another_integrations", mode="setup", amount_total=None,
@@ -131,6 +157,9 @@ def event_rows(app) -> dict[str, tuple[str, int | None, int]]:
 def assert_matches_model(app, order: Order, model: ModelOrder, previous: str) -> str:
     actual = get_order(app, order.public_id)
     assert (actual.status, actual.amount_refunded) == (model.status, model.amount_refunded)
+    with app.app_context():
+        dispute = db.session.scalar(select(Dispute.status).where(Dispute.order_id == actual.id))
+    assert dispute == model.dispute_status
     assert previous not in PAID or actual.status in PAID, "a paid order was un-paid"
     assert (actual.review_reason is not None) == model.flagged
     return actual.status
@@ -190,7 +219,7 @@ def test_any_event_sequence_ends_as_the_reference_model_says(app, scenario):
             assert (state, order_id) == ("not_ours", None), "no order changes for an event that isn't its own"
         elif event.kind == "foreign_refund":
             assert (state, order_id) == ("waiting", None), "no order changes for an event that isn't its own"
-        elif event.kind == "refund":
-            assert state == ("applied" if model.session_state == "paid" else "waiting"), "a refund Stripe reported is lost"
+        elif event.kind in AFTER_PAYMENT_KINDS:
+            assert state == ("applied" if model.session_state == "paid" else "waiting"), f"a {event.kind} Stripe reported is lost"
         else:  # a payment that doesn't match its order is listed for the operator
             assert (state, order_id) == ("needs_review" if event.flags_for_review else "applied", order.id)
