@@ -19,7 +19,14 @@ from sqlalchemy import select
 from shop import orders, stripe_emulator
 from shop.extensions import db
 from shop.models import Order, Product
-from tests.browser.conftest import DECLINED_CARD, GOOD_CARD, WEBHOOK_TIMEOUT, LiveShop, order_over_http
+from tests.browser.conftest import (
+    DECLINED_CARD,
+    GOOD_CARD,
+    WEBHOOK_TIMEOUT,
+    LiveShop,
+    fill_shipping_address,
+    order_over_http,
+)
 from tests.helpers import CSRF_FIELD, TOKEN_FIELD, dispute_event, post_event, refund_event
 
 OPERATOR = ("operator", "a-long-operator-password")
@@ -178,6 +185,7 @@ def payment_page_with_field_errors(visit: Visit) -> None:
 def payment_page_declined(visit: Visit) -> None:
     payment_page(visit)
     visit.page.get_by_label("Email").fill("shopper@example.com")
+    fill_shipping_address(visit.page)
     visit.page.get_by_label("Card number").fill(DECLINED_CARD)
     visit.page.get_by_label("Expiry").fill("1234")
     visit.page.get_by_label("CVC").fill("123")
@@ -267,6 +275,11 @@ def admin_orders_with_a_dispute(visit: Visit) -> None:
     expect(visit.page.get_by_role("heading", name="Needs attention")).to_be_visible()
 
 
+def admin_to_ship(visit: Visit) -> None:
+    visit.wait_for(visit.order({"enamel-mug": 1, "canvas-tote": 1}, pay_with=GOOD_CARD), "paid")
+    visit.goto("/admin/to-ship")
+
+
 def admin_events_waiting(visit: Visit) -> None:
     visit.refund_waiting_for_its_payment()
     visit.goto("/admin/events")
@@ -320,6 +333,7 @@ PAGE_STATES: list[PageState] = [
     PageState("admin-orders-disputed", "Orders", admin_orders_with_a_dispute, operator=True),
     PageState("admin-order-refunded", "Order ord_", admin_order_refunded, operator=True),
     PageState("admin-order-disputed", "Order ord_", admin_order_disputed, operator=True),
+    PageState("admin-to-ship", "To ship", admin_to_ship, operator=True),
     PageState("admin-events-waiting", "Stripe events needing attention", admin_events_waiting, operator=True),
     PageState("admin-products", "Products", lambda visit: visit.goto("/admin/products"), operator=True),
     PageState("admin-stripe-webhook", "Stripe webhook", lambda visit: visit.goto("/admin/stripe"), operator=True),
