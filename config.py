@@ -101,6 +101,10 @@ class Config:
     # Rate limits on starting a checkout (README "Deploying"), in Flask-Limiter's notation;
     # counted in Redis when REDIS_URL is set, else in each process's memory.
     REDIS_URL = os.environ.get("REDIS_URL") or None
+    # A slow or hanging Redis must not slow a checkout: each call to it may take this long before
+    # the limiter counts in the worker's memory instead (README "Deploying", item 8). Redis in
+    # the same region answers in about a millisecond; connecting over TLS takes a few more.
+    REDIS_TIMEOUT_MS = os.environ.get("REDIS_TIMEOUT_MS") or "50"
     # Prefix of the limiter's keys, so several apps can share one Redis.
     RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX") or "shop"
     RATELIMIT_ENABLED = True
@@ -192,6 +196,7 @@ NUMERIC_SETTINGS = {
     "CHECKOUT_STOCK_SHARE": Number(float, 0, 1, low_open=True),
     "TRUSTED_PROXY_HOPS": Number(int, 0, 10),
     "IPV6_CLIENT_PREFIX": Number(int, 1, 128),
+    "REDIS_TIMEOUT_MS": Number(int, 1, 5000),
 }
 RATE_LIMIT_SETTINGS = (
     "CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER",

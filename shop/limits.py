@@ -12,7 +12,7 @@ session cookie), so someone guessing at the operator's username can't lock them 
 per-address limit is short (a minute).
 
 Counts live in Redis when `REDIS_URL` is set (shared by every worker and dyno), otherwise in
-each process's memory. If Redis stops answering, or answers slower than 50 ms, each worker
+each process's memory. If Redis stops answering, or answers slower than `REDIS_TIMEOUT_MS` (50 ms), each worker
 counts in its own memory until it answers in time again (logged as a warning): shoppers are
 never refused, nor slowed more than one timeout, because Redis is down or slow.
 """
@@ -35,11 +35,6 @@ CHECKOUT_ENDPOINT = "checkout.create"
 OPERATOR_BLUEPRINT = "admin"
 # Set in the session cookie of a browser the operator signed in from.
 OPERATOR_BROWSER = "operator_browser"
-# A slow or hanging Redis must not slow a checkout: each call to it may take this long before
-# the limiter counts in the worker's memory instead (README "Deploying", item 8). Redis in the
-# same region answers in about a millisecond; connecting over TLS takes a few more.
-REDIS_TIMEOUT_SECONDS = 0.05
-
 log = logging.getLogger("shop.limits")
 
 
@@ -92,7 +87,7 @@ def init_app(app: Flask) -> None:
     limiter = Limiter(
         key_func=client_ip,
         storage_uri=redis_url or "memory://",
-        storage_options=_redis_options(redis_url) if redis_url else {},
+        storage_options=_redis_options(redis_url, config["REDIS_TIMEOUT_MS"] / 1000) if redis_url else {},
         strategy="moving-window",
         key_prefix=config["RATELIMIT_KEY_PREFIX"],
         # Redis down or slow (a call past the timeout): count per worker, don't refuse shoppers.
@@ -124,11 +119,11 @@ def init_app(app: Flask) -> None:
     )(operator_view)
 
 
-def _redis_options(url: str) -> dict:
+def _redis_options(url: str, timeout_seconds: float) -> dict:
     """Short timeouts and no retries: one slow call, then the circuit opens (see `init_app`)."""
     options: dict = {
-        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
-        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+        "socket_connect_timeout": timeout_seconds,
+        "socket_timeout": timeout_seconds,
         # redis-py retries a timed-out call three times with backoff by default: up to seconds.
         "retry": Retry(NoBackoff(), 0),
     }

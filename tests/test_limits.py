@@ -33,7 +33,13 @@ from tests.processes import REPO_ROOT, VENV_BIN, app_env, free_port, procfile, w
 def limited_app(
     database_url: str, redis_url: str | None, key_prefix: str = "shop", **overrides
 ) -> AbstractContextManager[Flask]:
-    """The shop with its production limits on, counting in Redis (or memory without a URL)."""
+    """The shop with its production limits on, counting in Redis (or memory without a URL).
+
+    These tests check what is counted, not how fast Redis answers: on a busy machine an answer
+    can miss the production timeout, and the limiter would then count in memory. The slow-Redis
+    tests (test_slow_redis.py) set the production timeout.
+    """
+    overrides.setdefault("REDIS_TIMEOUT_MS", 2000)
     return seeded_app(
         database_url, RATELIMIT_ENABLED=True, REDIS_URL=redis_url, RATELIMIT_KEY_PREFIX=key_prefix, **overrides
     )

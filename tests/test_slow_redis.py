@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from config import Config
 from tests.test_limits import Browser, limited_app
 
 
@@ -75,9 +76,12 @@ def checkout_times(app, count: int) -> list[float]:
 def test_a_slow_or_hanging_redis_adds_at_most_one_short_timeout_to_a_checkout(
     database_url: str, redis_url: str, redis_key_prefix: str, delay: float | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with limited_app(database_url, redis_url, redis_key_prefix) as app:
+    production_timeout = Config.REDIS_TIMEOUT_MS
+    with limited_app(database_url, redis_url, redis_key_prefix, REDIS_TIMEOUT_MS=production_timeout) as app:
         fast = checkout_times(app, 8)
-    with slow_proxy(redis_url, delay) as slow_url, limited_app(database_url, slow_url, redis_key_prefix) as app:
+    with slow_proxy(redis_url, delay) as slow_url, limited_app(
+        database_url, slow_url, redis_key_prefix, REDIS_TIMEOUT_MS=production_timeout
+    ) as app:
         capsys.readouterr()
         slow = checkout_times(app, 8)
         log = capsys.readouterr().out
