@@ -78,7 +78,8 @@ def test_app_json_describes_every_setting() -> None:
     assert set(env) == {
         "SECRET_KEY", "APP_ENV", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "SHOP_CURRENCY", "SHOP_LOCALE", "SHOP_URL", "ALLOW_LIVE_PAYMENTS",
         "ADMIN_USERNAME", "ADMIN_PASSWORD", "STRIPE_MAX_NETWORK_RETRIES", "WEB_CONCURRENCY", "GUNICORN_THREADS",
-        "CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER", "CHECKOUT_STOCK_SHARE",
+        "CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER", "CHECKOUT_STOCK_SHARE", "REDIS_TIMEOUT_MS",
+        "SHIPPING_COUNTRIES", "SHIPPING_PHONE",
     }
     assert all(setting["description"] for setting in env.values())
     assert env["SECRET_KEY"]["generator"] == "secret"  # 64 hex characters: production wants at least 32
