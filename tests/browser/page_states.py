@@ -202,6 +202,8 @@ def success_still_waiting_after_two_minutes(visit: Visit) -> None:
     success_waiting(visit)
     visit.page.clock.fast_forward("02:05")
     visit.page.clock.run_for(4000)
+    # The poll that notices the two minutes ends with a real fetch, after the clock has run.
+    visit.page.get_by_role("heading", name="Still waiting for confirmation").wait_for()
 
 
 def success_processing(visit: Visit) -> None:
