@@ -202,8 +202,11 @@ def test_ipv6_addresses_rotating_inside_one_64_share_one_count(
         assert Browser(app, "2001:db8:7:8::1").checkout({"enamel-mug": 1}).status_code == 303  # another /64
 
 
-def serve_directly(tmp_path: Path, sqlite_template: str, **settings: str) -> tuple[subprocess.Popen, str, Path]:
-    """gunicorn as the Procfile starts it, reached without any proxy in front (no DYNO: no router)."""
+def serve_directly(
+    tmp_path: Path, sqlite_template: str, gunicorn_args: tuple[str, ...] = (), **settings: str
+) -> tuple[subprocess.Popen, str, Path]:
+    """gunicorn as the Procfile starts it (plus `gunicorn_args`), reached without any proxy in
+    front (no DYNO: no router) unless `settings` say otherwise."""
     database = tmp_path / "shop.sqlite"
     shutil.copy(sqlite_template, database)
     port = free_port()
@@ -215,12 +218,11 @@ def serve_directly(tmp_path: Path, sqlite_template: str, **settings: str) -> tup
         STRIPE_EMULATOR_URL=f"{base}/_stripe",
         STRIPE_EMULATOR_WORKER="0",
         PORT=str(port),
-        WEB_CONCURRENCY="1",
-        **settings,
+        **{"WEB_CONCURRENCY": "1", **settings},
     )
     log = tmp_path / "gunicorn.log"
     with log.open("w") as output:
-        command = [str(VENV_BIN / "gunicorn"), *procfile()["web"].split()[1:], "--no-control-socket"]
+        command = [str(VENV_BIN / "gunicorn"), *procfile()["web"].split()[1:], "--no-control-socket", *gunicorn_args]
         server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     wait_until_serving(server, f"{base}/healthz", log)
     return server, base, log
@@ -243,33 +245,19 @@ def test_served_directly_a_made_up_x_forwarded_for_changes_nothing(sqlite_templa
 def test_two_gunicorn_workers_share_one_count_in_redis(
     sqlite_template: str, redis_url: str, redis_key_prefix: str, tmp_path: Path
 ) -> None:
-    database = tmp_path / "shop.sqlite"
-    shutil.copy(sqlite_template, database)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = app_env(
-        APP_ENV="development",  # offline: the emulator stands in for Stripe
-        DATABASE_URL=f"sqlite:///{database}",
-        SECRET_KEY="limits-test-" + "x" * 32,
+    # One request at a time per worker, so a burst is spread over both workers; pid in the access log.
+    one_at_a_time = (
+        "--threads", "1", "--worker-connections", "1", "--access-logformat", "pid=%(p)s %(m)s %(U)s %(s)s",
+    )
+    server, base, log = serve_directly(
+        tmp_path, sqlite_template, one_at_a_time,
         TRUSTED_PROXY_HOPS="1",  # the test's requests stand in for the platform's router
         REDIS_URL=redis_url,
         RATELIMIT_KEY_PREFIX=redis_key_prefix,
         CHECKOUT_LIMIT_PER_IP="4 per minute",
-        STRIPE_EMULATOR_URL=f"{base}/_stripe",
-        STRIPE_EMULATOR_WORKER="0",
-        PORT=str(port),
         WEB_CONCURRENCY="2",
     )
-    # One request at a time per worker, so a burst is spread over both workers; pid in the access log.
-    command = [
-        str(VENV_BIN / "gunicorn"), *procfile()["web"].split()[1:], "--no-control-socket",
-        "--threads", "1", "--worker-connections", "1", "--access-logformat", "pid=%(p)s %(m)s %(U)s %(s)s",
-    ]
-    log = tmp_path / "gunicorn.log"
-    with log.open("w") as output:
-        server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
-        wait_until_serving(server, f"{base}/healthz", log)
         address = "203.0.113.77"
         browsers = [fresh_browser_form(base, address) for _ in range(12)]
         with ThreadPoolExecutor(max_workers=12) as pool:
