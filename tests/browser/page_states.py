@@ -255,11 +255,13 @@ def admin_order_needs_review(visit: Visit) -> None:
 
 def admin_order_refunded(visit: Visit) -> None:
     session_id = visit.order({"enamel-mug": 2}, pay_with=GOOD_CARD)
-    visit.goto(f"/admin/orders/{visit.wait_for(session_id, 'paid').public_id}")
+    public_id = visit.wait_for(session_id, "paid").public_id
+    visit.goto(f"/admin/orders/{public_id}")
     visit.page.locator("input[name=confirm]").check()
-    visit.page.get_by_role("button", name="Refund").click()
+    with visit.page.expect_navigation():
+        visit.page.get_by_role("button", name="Refund").click()
     visit.wait_for(session_id, "refunded")
-    visit.page.reload()
+    visit.goto(f"/admin/orders/{public_id}")
 
 
 def admin_order_disputed(visit: Visit) -> None:
