@@ -1,4 +1,4 @@
-"""The floors: the least a Flask app must do to answer the shop's read endpoints and its checkout.
+"""The floors: the least a Flask app must do to answer the shop's read endpoints, its checkout and its webhook.
 
 `bench/run.py` serves this app with the shop's own gunicorn settings, on the shop's
 database and with the shop's SECRET_KEY (so the same session cookie works on both), and
@@ -14,13 +14,22 @@ reports the shop's rate on each endpoint as a fraction of the floor's.
   order, its items and the stock (a conditional UPDATE: sold out is a 409 page); the Checkout
   Session created through the stripe SDK with the same parameters and idempotency key (no
   connection held meanwhile), the session recorded on the order, and a 303 to its page.
+- `POST /webhooks/stripe`: the Stripe-Signature checked through the stripe SDK against the
+  shop's webhook secret, the body parsed, then one statement (its own transaction): record the
+  event by its id (a repeat records nothing), pay the order if the event is a paid
+  `checkout.session.completed` whose session id, client reference, amount and currency match an
+  order awaiting payment (with the payment intent and email, as the shop keeps them), and, for a
+  repeat, read what it was recorded as; the same JSON (message and duplicate flag).
 
 Nothing else: no ORM, no pool, no ProxyFix, no security headers, no ETag, no logging, no rate
-limits, no bound per client, no one-time form token, no superseding of earlier checkouts.
+limits, no bound per client, no one-time form token, no superseding of earlier checkouts; the
+webhook checks no event shape, takes no payment lock, keeps no address, holds no refund waiting
+for its payment, and answers an event that pays nothing with a plain "no change".
 Connections (autocommit, statements prepared once) come from a pool as small as the shop's.
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
 import secrets
@@ -35,7 +44,19 @@ from pathlib import Path
 
 import psycopg
 import stripe
-from flask import Blueprint, Flask, abort, jsonify, make_response, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_wtf.csrf import CSRFProtect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +97,27 @@ STATUS = (
     "SELECT id, shopper_id, stripe_session_id, status, updated_at, paid_at, amount_total, currency"
     " FROM orders WHERE public_id = %s"
 )
+# One statement: pay the matching order, record the event (ON CONFLICT: a repeat records
+# nothing), and answer (outcome, duplicate): the new row's, or for a repeat the stored one's.
+RECORD_AND_PAY = (
+    "WITH paid AS ("
+    " UPDATE orders SET status = 'paid', paid_at = %(now)s, updated_at = %(now)s,"
+    "  payment_intent_id = %(payment_intent)s, customer_email = %(email)s"
+    " WHERE %(payable)s AND stripe_session_id = %(session_id)s AND public_id = %(reference)s"
+    "  AND amount_total = %(amount)s AND currency = %(currency)s AND status = 'awaiting_payment'"
+    " RETURNING id),"
+    " recorded AS ("
+    " INSERT INTO stripe_events (id, type, created, order_id, received_at, processed_at, outcome, state, failures)"
+    " SELECT %(event_id)s, %(type)s, %(created)s, paid.id, %(now)s, %(now)s,"
+    "  CASE WHEN paid.id IS NULL THEN 'no change' ELSE 'order paid' END,"
+    "  CASE WHEN paid.id IS NULL THEN 'not_ours' ELSE 'applied' END, 0"
+    " FROM (SELECT) AS one LEFT JOIN paid ON true"
+    " ON CONFLICT (id) DO NOTHING RETURNING outcome)"
+    " SELECT outcome, false FROM recorded"
+    " UNION ALL SELECT outcome, true FROM stripe_events WHERE id = %(event_id)s AND NOT EXISTS (SELECT FROM recorded)"
+)
+# A repeat that arrived while its first delivery was still being recorded (not in the statement's snapshot).
+RECORDED_OUTCOME = "SELECT outcome FROM stripe_events WHERE id = %s"
 
 
 @dataclass(frozen=True)
@@ -182,6 +224,7 @@ def orders_of(shopper_id: str) -> list[Order]:
 
 catalog = Blueprint("catalog", __name__)
 checkout = Blueprint("checkout", __name__)
+webhooks = Blueprint("webhooks", __name__)
 
 
 @catalog.get("/")
@@ -279,15 +322,45 @@ def status(public_id: str):
     )
 
 
+@webhooks.post("/webhooks/stripe")
+def stripe_webhook():
+    payload = request.get_data(as_text=True)
+    try:
+        stripe.WebhookSignature.verify_header(payload, request.headers.get("Stripe-Signature", ""),
+                                              current_app.config["STRIPE_WEBHOOK_SECRET"])
+        event = json.loads(payload)
+        checkout_session = event["data"]["object"]
+        parameters = {
+            "event_id": event["id"], "type": event["type"], "created": event["created"], "now": datetime.now(UTC),
+            "payable": event["type"] == "checkout.session.completed" and checkout_session["payment_status"] == "paid",
+            "session_id": checkout_session["id"], "reference": checkout_session["client_reference_id"],
+            "amount": checkout_session["amount_total"], "currency": checkout_session["currency"],
+            "payment_intent": checkout_session["payment_intent"],
+            "email": (checkout_session.get("customer_details") or {}).get("email"),
+        }
+    except stripe.SignatureVerificationError:
+        return jsonify(message="Invalid or expired Stripe-Signature."), 400
+    except (ValueError, LookupError, TypeError, AttributeError):
+        return jsonify(message="Invalid event."), 400
+    with pool.connection() as conn:
+        row = conn.execute(RECORD_AND_PAY, parameters).fetchone()
+        if row is None:
+            row = (conn.execute(RECORDED_OUTCOME, (parameters["event_id"],)).fetchone()[0], True)
+    outcome, duplicate = row
+    return jsonify(message=outcome, duplicate=duplicate), 200
+
+
 def create_app() -> Flask:
     app = Flask(__name__, template_folder=str(ROOT / "shop" / "templates"), static_folder=str(ROOT / "shop" / "static"))
     app.config.update(SECRET_KEY=os.environ["SECRET_KEY"], WTF_CSRF_TIME_LIMIT=None, SESSION_REFRESH_EACH_REQUEST=False,
-                      SHOP_LOCALE="en_US")
-    CSRFProtect(app)
+                      SHOP_LOCALE="en_US", STRIPE_WEBHOOK_SECRET=os.environ["STRIPE_WEBHOOK_SECRET"])
+    csrf = CSRFProtect(app)
+    csrf.exempt(webhooks)
     filters.init_app(app)
     status_words.init_app(app)
     app.register_blueprint(catalog)
     app.register_blueprint(checkout)
+    app.register_blueprint(webhooks)
     return app
 
 

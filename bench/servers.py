@@ -215,7 +215,8 @@ class Stack:
 
     def floor_env(self, emulator_port: int) -> dict[str, str]:
         return self.base_env(APP_ENV="production", SECRET_KEY=self.secret_key, DATABASE_URL=db_url(self.shop_db),
-                             STRIPE_API_BASE=f"http://{HOST}:{emulator_port}/_stripe")
+                             STRIPE_API_BASE=f"http://{HOST}:{emulator_port}/_stripe",
+                             STRIPE_WEBHOOK_SECRET=self.webhook_secret)
 
     def migrate(self) -> None:
         self.create_database(self.shop_db)
