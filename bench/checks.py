@@ -8,6 +8,7 @@ import psycopg
 import requests
 from load import Load
 from servers import BenchError, Server
+from shoppers import sign
 
 ONE_TIME_VALUES = re.compile(r'(name="(?:csrf_token|checkout_token)" value=")[^"]+"')
 
@@ -21,6 +22,22 @@ def same_answers(servers: dict[str, Server], cookie: str, status_path: str) -> N
         if (shop.status_code, shop_body) != (floor.status_code, floor_body):
             raise BenchError(f"the floor's answer to {path} differs from the shop's ({floor.status_code} vs "
                              f"{shop.status_code}): bench/floors.py must do the same work as the shop")
+
+
+def same_webhook_answers(servers: dict[str, Server], bodies: dict[str, str], secret: str) -> None:
+    """The webhook floor answers an event (each server its own order's), its repeat and a wrong
+    signature as the shop does: the same status and JSON, but for the error's wording."""
+    answers = {}
+    for name, body in bodies.items():
+        url = servers[name].base + "/webhooks/stripe"
+        answers[name] = [requests.post(url, data=body, timeout=30, headers={
+            "Content-Type": "application/json", "Stripe-Signature": signature}) for signature in (
+            sign(body, secret), sign(body, secret), sign(body, "whsec_not_the_shops"))]
+    shop, floor = ([(a.status_code, a.json() if i < 2 else None) for i, a in enumerate(answers[name])]
+                   for name in ("shop", "floor"))
+    if shop != floor:
+        raise BenchError(f"the floor's webhook answers differ from the shop's ({floor} vs {shop}): "
+                         "bench/floors.py must do the same work as the shop")
 
 
 def check_webhooks(conn: psycopg.Connection, shopper: str, load: Load, applied: int, connections: int,

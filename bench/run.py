@@ -11,7 +11,8 @@ crowd, CPU per process), `shoppers` (signed browsers, orders, events), `checks` 
 after each load) and the scenarios in `scenarios/`, run in this order:
 
 - `read`: `GET /` and the status poll beside their floors (`floors.py`), alternating;
-- `webhook`: unique signed events on empty and on 100k-row tables, a duplicate storm;
+- `webhook`: unique signed events on empty tables beside the webhook floor, alternating, and
+  on 100k-row tables; a duplicate storm;
 - `checkout`: many first-time shoppers, one order each, beside the checkout floor;
 - `flash`: a flash sale, N shoppers over W seconds (open loop) with Stripe at 400 ms, on one
   instance in its default configuration, beside the floor under the same crowd.
@@ -55,6 +56,7 @@ SCENARIOS = {"read": read, "webhook": webhook, "checkout": checkout, "flash": fl
 # to a floor measured in the same run, so a busy machine moves them less than absolute figures.
 DJANGO_PEER_WEBHOOK_RATE = 522.0  # events/s, the Django peer on this machine, 2 workers x 4 threads
 GOAL_WEBHOOK_RATE = 1.5 * DJANGO_PEER_WEBHOOK_RATE
+GOAL_WEBHOOK_RATIO = 0.80  # of the webhook floor's unique events/s, on empty tables
 GOAL_WEBHOOK_ROUND_TRIPS = 3.0
 GOAL_WEBHOOK_GROWTH = 1.25  # p50 with 100k orders and events / p50 on empty tables
 GOAL_CHECKOUT_RATIO = 0.70  # of the checkout floor's orders/s
@@ -76,8 +78,8 @@ def goals_table(opts: argparse.Namespace, ctx: Context, micro: dict[str, Any]) -
         return [load.raw["unique_events_per_s"] if attr == "unique" else getattr(load, attr)
                 for load in series.get(name, [])]
 
-    def pair_ratios(shop: str, floor: str) -> list[float]:
-        return [a / b for a, b in zip(values(shop, "rate"), values(floor, "rate"), strict=True) if b]
+    def pair_ratios(shop: str, floor: str, attr: str = "rate") -> list[float]:
+        return [a / b for a, b in zip(values(shop, attr), values(floor, attr), strict=True) if b]
 
     def growth(big: str, small: str) -> list[float]:
         return [a / b for a, b in zip(values(big, "p50_ms"), values(small, "p50_ms"), strict=True) if b]
@@ -100,6 +102,12 @@ def goals_table(opts: argparse.Namespace, ctx: Context, micro: dict[str, Any]) -
                   f"p50 {ms_text(median(values(name, 'p50_ms')))}, p99 {ms_text(median(values(name, 'p99_ms')))}",
                   f"≥ {GOAL_WEBHOOK_RATE:,.0f} (1.5 × the Django peer's {DJANGO_PEER_WEBHOOK_RATE:,.0f})",
                   lambda v: v >= GOAL_WEBHOOK_RATE)
+    table.row("webhook ÷ its floor, unique events/s (empty tables)",
+              pair_ratios("webhook_empty", "floor_webhook_empty", "unique"), ratio_text,
+              f"{rate_text(median(values('webhook_empty', 'unique')))} vs "
+              f"{rate_text(median(values('floor_webhook_empty', 'unique')))} events/s, floor p50 "
+              f"{ms_text(median(values('floor_webhook_empty', 'p50_ms')))}",
+              f"≥ {GOAL_WEBHOOK_RATIO:.2f}", lambda v: v >= GOAL_WEBHOOK_RATIO)
     if "webhook" in opts.groups:
         per_request("webhook", "webhook", GOAL_WEBHOOK_ROUND_TRIPS)
     storm_ok = all(check["ok"] for check in checks.get("duplicate_storm", [])) and not any(

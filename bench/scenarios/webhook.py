@@ -1,11 +1,12 @@
 """Webhook ingestion: unique signed `checkout.session.completed` events, each paying its own
-order, on empty tables and again with 100k orders and 100k processed events; and a storm of one
+order, on empty tables beside the webhook floor (`bench/floors.py`), alternating, each load
+with orders of its own; again with 100k orders and 100k processed events; and a storm of one
 event delivered over and over. The database is checked after each load."""
 from __future__ import annotations
 
 import time
 
-from checks import check_storm, check_webhooks
+from checks import check_storm, check_webhooks, same_webhook_answers
 from load import Load
 from servers import log
 from shoppers import completed_event, insert_orders, insert_processed_events, sign, write_bodies
@@ -17,17 +18,19 @@ BIG_TABLES = 100_000
 WEBHOOK_SHOPPER = "bench-webhooks"
 HISTORY_SHOPPER = "bench-history"
 DUPLICATE_SHOPPER = "bench-duplicates"
+SAME_ANSWER_SHOPPER = "bench-same-answer"
 
 
 def run(ctx: Context) -> None:
     opts, conn, runner, secret = ctx.opts, ctx.conn, ctx.runner, ctx.stack.webhook_secret
     work = ctx.stack.work
     n_events = max(3000, int(opts.duration * 2500))
-    webhook_checks = ctx.checks.setdefault("webhook", [])
     rounds = iter(range(1000))
 
-    def webhook_load(name: str) -> Load:
+    def webhook_load(name: str, server: str = "shop") -> Load:
+        """One load of unique events, each paying one of this load's own fresh orders."""
         shopper = f"{WEBHOOK_SHOPPER}-{next(rounds)}"
+        webhook_checks = ctx.checks.setdefault("webhook" if server == "shop" else "floor_webhook", [])
 
         def prepare() -> tuple[list[str], list[str]]:
             measured = insert_orders(conn, shopper, n_events, ctx.two_lines)
@@ -48,16 +51,21 @@ def run(ctx: Context) -> None:
                 runner.errors.append(f"{name}: all {n_events} prepared events were sent before the time was up")
             conn.execute("DELETE FROM orders WHERE shopper_id = ANY(%s)", ([shopper, shopper + "-warm-up"],))
 
-        return runner.load(name, "shop", "/webhooks/stripe", "bodies", prepare=prepare, after=after)
+        return runner.load(name, server, "/webhooks/stripe", "bodies", prepare=prepare, after=after)
 
     def forget_webhook_orders() -> None:
         conn.execute("DELETE FROM stripe_events WHERE id LIKE 'evt_bench_%' AND id NOT LIKE 'evt_bench_history_%'")
         conn.execute("VACUUM ANALYZE orders")
         conn.execute("VACUUM ANALYZE stripe_events")
 
+    orders = insert_orders(conn, SAME_ANSWER_SHOPPER, 2, ctx.two_lines)
+    same_webhook_answers(ctx.stack.servers, {"shop": completed_event(*orders[0]), "floor": completed_event(*orders[1])},
+                         secret)
+    conn.execute("DELETE FROM orders WHERE shopper_id = %s", (SAME_ANSWER_SHOPPER,))
     for _ in range(opts.repeat):
-        forget_webhook_orders()
-        webhook_load("webhook_empty")
+        for name, server in (("floor_webhook_empty", "floor"), ("webhook_empty", "shop")):
+            forget_webhook_orders()
+            webhook_load(name, server)
 
     # A storm of one event delivered over and over: one transition, every answer 2xx.
     storm_checks = ctx.checks.setdefault("duplicate_storm", [])
