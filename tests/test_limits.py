@@ -5,17 +5,19 @@ client); every test here switches the shop's real default limits on.
 """
 from __future__ import annotations
 
+import http.client
 import re
 import shutil
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from http.cookiejar import CookieJar
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from flask import Flask
@@ -193,6 +195,28 @@ def post_checkout(
         return error.code
 
 
+def post_checkout_after_a_pause(
+    base: str, address: str, opener: urllib.request.OpenerDirector, fields: dict[str, str], pause: float
+) -> int:
+    """post_checkout from a client that connects, then waits `pause` seconds before sending.
+
+    A worker allowed one connection at a time is held by it meanwhile, so concurrent clients
+    spread over the workers however fast each request is answered.
+    """
+    jar = next(handler.cookiejar for handler in opener.handlers if isinstance(handler, urllib.request.HTTPCookieProcessor))
+    cookies = "; ".join(f"{cookie.name}={cookie.value}" for cookie in jar)
+    body = urlencode({**fields, "quantity-enamel-mug": "1"})
+    connection = http.client.HTTPConnection(urlsplit(base).netloc, timeout=30)
+    try:
+        connection.connect()
+        time.sleep(pause)
+        connection.request("POST", "/checkout", body=body, headers={
+            "X-Forwarded-For": address, "Cookie": cookies, "Content-Type": "application/x-www-form-urlencoded"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 def test_ipv6_addresses_rotating_inside_one_64_share_one_count(
     database_url: str, redis_url: str, redis_key_prefix: str
 ) -> None:
@@ -261,7 +285,7 @@ def test_two_gunicorn_workers_share_one_count_in_redis(
         address = "203.0.113.77"
         browsers = [fresh_browser_form(base, address) for _ in range(12)]
         with ThreadPoolExecutor(max_workers=12) as pool:
-            codes = list(pool.map(lambda browser: post_checkout(base, address, *browser), browsers))
+            codes = list(pool.map(lambda browser: post_checkout_after_a_pause(base, address, *browser, pause=0.3), browsers))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
