@@ -65,6 +65,15 @@ class RoundTrips:
             self.offset += len(text)
         return text.count(b"\tReadyForQuery\t"), text.count(b"\tParse\t")
 
+    def messages(self) -> list[str]:
+        """What the client sent since the last call, one line per query, Bind or Sync."""
+        with open(self.path, "rb") as trace:
+            trace.seek(self.offset)
+            text = trace.read().decode(errors="replace")
+            self.offset += len(text.encode())
+        sent = [line.split("\t", 3) + [""] for line in text.splitlines() if line.startswith("F\t")]
+        return [f"{kind:<6} {rest[:150]}" for _, _, kind, rest, *_ in sent if kind in ("Query", "Parse", "Bind", "Sync")]
+
 
 def measure(label: str, call, n: int, trips: RoundTrips | None) -> dict:
     for _ in range(20):  # warm caches (SQLAlchemy statement cache, Jinja, prepared statements)
@@ -89,6 +98,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     parser.add_argument("--cpu-profile", choices=("home", "status", "webhook", "checkout"),
                         help="print cProfile's CPU-time table (cumulative) of one endpoint")
+    parser.add_argument("--wire", choices=("home", "status", "webhook", "checkout"),
+                        help="print what one request of an endpoint sends to PostgreSQL")
     parser.add_argument("--profile", action="store_true",
                         help="also profile each endpoint with pyinstrument (bench/results/micro-*.txt)")
     opts = parser.parse_args()
@@ -182,6 +193,12 @@ def main() -> int:
             ("floor_home", "floor: GET / (5 orders)", floor_home),
             ("floor_status", "floor: GET /orders/<id>/status", floor_status),
             ("floor_checkout", "floor: POST /checkout", floor_checkout))]
+        if opts.wire:
+            trips.take()
+            {slug: call for slug, _, call in endpoints}[opts.wire]()
+            print(f"\nwhat one {opts.wire} request sent to PostgreSQL:")
+            for line in trips.messages():
+                print("  " + line)
         if opts.cpu_profile:
             import cProfile
             import pstats
