@@ -29,12 +29,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
+from sqlalchemy import Executable, Integer, String, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased, make_transient_to_detached
 
+from . import batches
 from .extensions import db
 from .models import EventState, Order, OrderItem, Product, utcnow
 
@@ -94,12 +95,6 @@ class OutOfStock(Exception):
 
 
 @dataclass(frozen=True)
-class CartLine:
-    product: Product
-    quantity: int
-
-
-@dataclass(frozen=True)
 class Outcome:
     """What handling one Stripe event did, recorded on the event row.
 
@@ -118,75 +113,157 @@ def new_public_id() -> str:
     return "ord_" + secrets.token_urlsafe(16)
 
 
+class SaleProduct(Protocol):
+    """A product as the checkout reads it: what an order copies from it."""
+
+    id: int
+    slug: str
+    name: str
+    unit_amount: int
+
+
+@dataclass(frozen=True)
+class CartLine:
+    product: SaleProduct
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A new order's check against what its client already holds (see `shop.reservations`).
+
+    `query` runs in the order's transaction after its stock is reserved, while the products'
+    rows are locked, so concurrent checkouts of the same products count each other; `check`
+    reads its rows and raises to undo the order and its reservation.
+    """
+
+    query: Executable
+    parameters: Callable[[Order], Mapping[str, Any]]
+    check: Callable[[Order, list[tuple[Any, ...]]], None]
+
+
+def _insert_order(dialect_insert: Callable[..., Any]) -> Executable:
+    return (
+        dialect_insert(Order)
+        .values(
+            status=S.PENDING,
+            amount_refunded=0,
+            amount_refund_pending=0,
+            created_at=bindparam("now"),
+            updated_at=bindparam("now"),
+            **{column: bindparam("new_" + column) for column in NEW_ORDER_COLUMNS},
+        )
+        .on_conflict_do_nothing(index_elements=["checkout_token"])  # a twin submission's order holds it
+        .returning(Order.id)
+    )
+
+
+NEW_ORDER_COLUMNS = ("public_id", "shopper_id", "client_key", "checkout_token", "currency", "amount_total")
+INSERT_ORDER = {"postgresql": _insert_order(postgresql.insert), "sqlite": _insert_order(sqlite.insert)}
+INSERT_ITEM = (
+    insert(OrderItem)
+    .from_select(
+        ["order_id", "product_id", "product_name", "quantity", "unit_amount"],
+        select(
+            Order.id,
+            bindparam("item_product_id", type_=Integer),
+            bindparam("item_product_name", type_=String),
+            bindparam("item_quantity", type_=Integer),
+            bindparam("item_unit_amount", type_=Integer),
+        ).where(Order.public_id == bindparam("public_id")),
+    )
+    .returning(OrderItem.id)
+)
+# A conditional UPDATE: concurrent checkouts can't take the same unit twice.
+RESERVE_STOCK = (
+    update(Product)
+    .where(Product.id == bindparam("product_id"), Product.stock >= bindparam("quantity"))
+    .values(stock=Product.stock - bindparam("quantity"))
+    .execution_options(synchronize_session=False)
+)
+
+
 def place_order(
     shopper_id: str,
     checkout_token: str,
     lines: Sequence[CartLine],
     currency: str,
     client_key: str | None = None,
-    check_bounds: Callable[[Order], None] | None = None,
+    bounds: Bounds | None = None,
 ) -> tuple[Order, bool]:
     """Create a pending order for the cart, or find the one this checkout token already made.
 
-    Returns the order and whether this call created it. Prices are copied from the
-    products: the browser only ever sends quantities. `check_bounds` sees a new order once
-    its stock is reserved, while the products' rows are still locked; an exception from it
-    undoes the order like running out of stock does. The caller commits.
+    Returns the order and whether this call created it; a created order is committed and
+    detached, complete in memory (nothing is read back). Prices are copied from the products:
+    the browser only ever sends quantities. The order, its items, its stock and its `bounds`
+    are one transaction, sent in one round trip: the order first (a twin submission of the
+    same form finds its token taken), the stock last, each product's row locked from its
+    UPDATE to the commit, in one order of products (no deadlocks).
     """
-    existing = db.session.scalar(select(Order).where(Order.checkout_token == checkout_token))
-    if existing is None:
-        order = Order(
-            public_id=new_public_id(),
-            shopper_id=shopper_id,
-            client_key=client_key,
-            checkout_token=checkout_token,
-            status=S.PENDING,
-            currency=currency,
-            amount_total=sum(line.product.unit_amount * line.quantity for line in lines),
-            items=[
-                OrderItem(
-                    product_id=line.product.id,
-                    product_name=line.product.name,
-                    quantity=line.quantity,
-                    unit_amount=line.product.unit_amount,
-                )
-                for line in lines
-            ],
-        )
-        try:
-            with db.session.begin_nested():
-                # The order first (a twin submission fails here), the stock last: a product's row
-                # stays locked from its UPDATE to the commit, and every checkout of it waits on that.
-                db.session.add(order)
-                db.session.flush()
-                for line in sorted(lines, key=lambda line: line.product.id):  # one lock order: no deadlocks
-                    _reserve(line.product, line.quantity)
-                if check_bounds is not None:
-                    check_bounds(order)
+    now = utcnow()
+    order = Order(
+        public_id=new_public_id(),
+        shopper_id=shopper_id,
+        client_key=client_key,
+        checkout_token=checkout_token,
+        status=S.PENDING,
+        currency=currency,
+        amount_total=sum(line.product.unit_amount * line.quantity for line in lines),
+        amount_refunded=0,
+        amount_refund_pending=0,
+        created_at=now,
+        updated_at=now,
+        items=[
+            OrderItem(
+                product_id=line.product.id,
+                product_name=line.product.name,
+                quantity=line.quantity,
+                unit_amount=line.product.unit_amount,
+            )
+            for line in lines
+        ],
+    )
+    by_product = sorted(lines, key=lambda line: line.product.id)
+    steps: list[batches.Step] = [
+        (INSERT_ORDER[db.engine.dialect.name], {"new_" + name: getattr(order, name) for name in NEW_ORDER_COLUMNS} | {"now": now}),
+        *((INSERT_ITEM, {"public_id": order.public_id, "item_product_id": item.product_id, "item_product_name": item.product_name,
+                         "item_quantity": item.quantity, "item_unit_amount": item.unit_amount}) for item in order.items),
+        *((RESERVE_STOCK, {"product_id": line.product.id, "quantity": line.quantity}) for line in by_product),
+    ]
+    if bounds is not None:
+        steps.append((bounds.query, bounds.parameters(order)))
+    with batches.transaction() as batch:
+        placed, *answers = batch.run(steps)
+        items, reserved = answers[:len(order.items)], answers[len(order.items):len(order.items) + len(by_product)]
+        short = next((line for line, answer in zip(by_product, reserved, strict=True) if not answer.rowcount), None)
+        if placed.rows and short is None:
+            if bounds is not None:
+                bounds.check(order, answers[-1].rows)
+            batch.commit()
+            order.id = placed.rows[0][0]
+            for item, answer in zip(order.items, items, strict=True):
+                item.id, item.order_id = answer.rows[0][0], order.id
+                make_transient_to_detached(item)
+            make_transient_to_detached(order)
             return order, True
-        except IntegrityError:
-            # A concurrent submission of the same form won the race: use its order.
-            existing = db.session.scalar(select(Order).where(Order.checkout_token == checkout_token))
-            if existing is None:
-                raise
+    if placed.rows:
+        raise _out_of_stock(short.product.id)
+    existing = db.session.scalar(select(Order).where(Order.checkout_token == checkout_token))
+    if existing is None:  # the order holding this token is gone: the form can't be used again
+        raise CheckoutTokenConflict(checkout_token)
     if existing.shopper_id != shopper_id or _cart_of(existing) != {line.product.id: line.quantity for line in lines}:
         raise CheckoutTokenConflict(existing.public_id)
     return existing, False
 
 
-def _reserve(product: Product, quantity: int) -> None:
-    taken = db.session.execute(
-        update(Product)
-        .where(Product.id == product.id, Product.stock >= quantity)
-        .values(stock=Product.stock - quantity)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if not taken:
-        db.session.expire(product)
-        left = product.stock
-        raise OutOfStock(
-            f"Sorry, {product.name} is sold out." if left == 0 else f"Sorry, only {left} {product.name} left."
-        )
+def _reserve(product_id: int, quantity: int) -> None:
+    if not db.session.execute(RESERVE_STOCK, {"product_id": product_id, "quantity": quantity}).rowcount:
+        raise _out_of_stock(product_id)
+
+
+def _out_of_stock(product_id: int) -> OutOfStock:
+    name, left = db.session.execute(select(Product.name, Product.stock).where(Product.id == product_id)).one()
+    return OutOfStock(f"Sorry, {name} is sold out." if left == 0 else f"Sorry, only {left} {name} left.")
 
 
 def _return_stock(order: Order) -> None:
@@ -245,14 +322,64 @@ def _take_stock_again(order: Order) -> None:
     try:
         with db.session.begin_nested():
             for item in sorted(order.items, key=lambda item: item.product_id):
-                _reserve(db.session.get(Product, item.product_id), item.quantity)
+                _reserve(item.product_id, item.quantity)
     except OutOfStock as exc:
         flag_for_review(order, f"paid after its stock was released, and stock ran short: {exc}")
 
 
-def record_checkout_session(order: Order, session_id: str, url: str) -> bool:
-    """Remember the Checkout Session created for a pending order. True if this call recorded it."""
-    return _transition(order, S.AWAITING_PAYMENT, stripe_session_id=session_id, checkout_url=url)
+RECORD_SESSION = (
+    update(Order)
+    .where(Order.id == bindparam("order_id"), or_(*(Order.status == source for source in sorted(ALLOWED_SOURCES[S.AWAITING_PAYMENT]))))
+    .values(status=S.AWAITING_PAYMENT, updated_at=bindparam("now"), stripe_session_id=bindparam("session_id"),
+            checkout_url=bindparam("url"))
+    .returning(Order.id)
+)
+_newer, _recorded = aliased(Order), aliased(Order)
+# The browser's open sessions older than its newest one, once `order_id` has recorded `session_id`.
+CLAIM_EARLIER_SESSIONS = (
+    update(Order)
+    .where(
+        Order.shopper_id == bindparam("browser"),
+        Order.status == S.AWAITING_PAYMENT,
+        Order.superseded_at.is_(None),
+        Order.id < select(func.max(_newer.id))
+        .where(_newer.shopper_id == bindparam("browser"), _newer.status == S.AWAITING_PAYMENT)
+        .scalar_subquery(),
+        exists().where(
+            _recorded.id == bindparam("order_id"),
+            _recorded.stripe_session_id == bindparam("session_id"),
+            _recorded.status == S.AWAITING_PAYMENT,
+        ),
+    )
+    .values(superseded_at=bindparam("now"))
+    .returning(Order.stripe_session_id)
+    .execution_options(synchronize_session=False)
+)
+
+
+def record_checkout_session(order: Order, session_id: str, url: str, claim_earlier: bool = False) -> tuple[bool, list[str]]:
+    """Remember the Checkout Session created for a pending order: whether this call recorded it.
+
+    With `claim_earlier` (a new order: one open checkout per browser), it then claims the
+    browser's open sessions older than its newest one, to be expired, and returns their ids.
+    Only orders older (a smaller id) than the browser's newest order awaiting payment are
+    claimed, so the newest open checkout always survives, and `order` itself is claimed when a
+    newer tab got its session first. The claim is a transaction of its own, begun after the
+    session's record is committed: two tabs' checkouts then each see the other's session (at
+    least the later one does) and exactly one stays payable. Each is claimed once (one
+    conditional UPDATE), so concurrent checkouts never ask Stripe twice. The orders keep their
+    status and stock: those change when Stripe's `checkout.session.expired` arrives. Both
+    transactions go to the database in one round trip, and are committed here.
+    """
+    parameters = {"order_id": order.id, "browser": order.shopper_id, "session_id": session_id, "url": url, "now": utcnow()}
+    transactions = [[(RECORD_SESSION, parameters)]]
+    if claim_earlier:
+        transactions.append([(CLAIM_EARLIER_SESSIONS, parameters)])
+    answers = batches.committed_one_after_another(*transactions)
+    recorded = bool(answers[0][0].rows)
+    if recorded:
+        log.info("order %s -> %s", order.public_id, S.AWAITING_PAYMENT)
+    return recorded, [row[0] for row in answers[1][0].rows] if claim_earlier else []
 
 
 def mark_checkout_failed(order: Order) -> bool:
@@ -271,40 +398,6 @@ def mark_cancelled(order: Order) -> bool:
     order keeps reading as the shopper's own cancellation.
     """
     return _transition(order, S.CANCELLED)
-
-
-def supersede_earlier_checkouts(order: Order) -> list[str]:
-    """Claim the browser's open Checkout Sessions older than its newest one, to be expired.
-
-    Returns the claimed sessions' ids. Only orders older (a smaller id) than the
-    browser's newest order awaiting payment are claimed, so the newest open checkout always
-    survives, and `order` itself is claimed when a newer tab got its session first. Run it in
-    its own transaction after `order`'s session is committed: two tabs' checkouts then each
-    see the other's session (at least the later one does) and exactly one stays payable.
-    Each is claimed once (one conditional UPDATE), so concurrent checkouts never ask Stripe
-    twice. The orders keep their status and stock: those change when Stripe's
-    `checkout.session.expired` arrives. The caller commits.
-    """
-    newer = aliased(Order)
-    newest_open = (
-        select(func.max(newer.id))
-        .where(newer.shopper_id == order.shopper_id, newer.status == S.AWAITING_PAYMENT)
-        .scalar_subquery()
-    )
-    return list(
-        db.session.scalars(
-            update(Order)
-            .where(
-                Order.shopper_id == order.shopper_id,
-                Order.status == S.AWAITING_PAYMENT,
-                Order.superseded_at.is_(None),
-                Order.id < newest_open,
-            )
-            .values(superseded_at=utcnow())
-            .returning(Order.stripe_session_id)
-            .execution_options(synchronize_session=False)
-        )
-    )
 
 
 def stale_pending_orders(older_than: timedelta, now: datetime | None = None) -> list[Order]:

@@ -21,11 +21,10 @@ import logging
 import math
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import aliased
 
 from . import orders, stripe_gateway
-from .extensions import db
 from .models import Order, OrderItem, Product
 from .orders import OrderStatus, OutOfStock
 
@@ -54,41 +53,54 @@ def share_bound(in_stock: int, held: int, share: float, full_cart: int) -> int:
     return max(full_cart, math.floor(share * (in_stock + held)))
 
 
-def check_client_share(order: Order, share: float, full_cart: int) -> None:
-    """Raise if this new order takes its client past a bound: ShareExceeded or PaymentStillProcessing.
-
-    The `check_bounds` of orders.place_order: it runs once the order's stock is reserved,
-    while the products' rows are locked, so concurrent checkouts of the same products count
-    each other here, and raising undoes the order and its reservation. One statement reads
-    both bounds: what the client holds of each product, and the browser's open delayed payment.
-    """
-    processing = aliased(Order)
-    open_delayed_payment = (
-        select(processing.public_id)
-        .where(processing.shopper_id == order.shopper_id, processing.status == OrderStatus.PROCESSING)
+_processing = aliased(Order)
+# What one client address holds of each product in unpaid checkouts, with the browser's open
+# delayed payment if it has one (on every row).
+CLIENT_HOLDS = (
+    select(
+        Product.id,
+        Product.name,
+        Product.stock,
+        func.sum(OrderItem.quantity),
+        select(_processing.public_id)
+        .where(_processing.shopper_id == bindparam("shopper_id"), _processing.status == OrderStatus.PROCESSING)
         .limit(1)
-        .scalar_subquery()
+        .scalar_subquery(),
     )
-    held = db.session.execute(
-        select(Product.id, Product.name, Product.stock, func.sum(OrderItem.quantity), open_delayed_payment)
-        .join(OrderItem, OrderItem.product_id == Product.id)
-        .join(Order, Order.id == OrderItem.order_id)
-        .where(
-            Order.client_key == order.client_key,
-            Order.status.in_(UNPAID_HOLDS),
-            Product.id.in_([item.product_id for item in order.items]),
-        )
-        .group_by(Product.id, Product.name, Product.stock)
-        .order_by(Product.id)
-    ).all()
-    if held and held[0][4] is not None:
+    .join(OrderItem, OrderItem.product_id == Product.id)
+    .join(Order, Order.id == OrderItem.order_id)
+    .where(Order.client_key == bindparam("client_key"), or_(*(Order.status == status for status in UNPAID_HOLDS)))
+    .group_by(Product.id, Product.name, Product.stock)
+    .order_by(Product.id)
+)
+
+
+def client_bounds(share: float, full_cart: int) -> orders.Bounds:
+    """The `bounds` of orders.place_order for a new order: ShareExceeded or PaymentStillProcessing.
+
+    CLIENT_HOLDS runs once the order's stock is reserved, while the products' rows are locked,
+    so concurrent checkouts of the same products count each other, and raising undoes the
+    order and its reservation.
+    """
+    return orders.Bounds(
+        query=CLIENT_HOLDS,
+        parameters=lambda order: {"client_key": order.client_key, "shopper_id": order.shopper_id},
+        check=lambda order, holds: _check_holds(order, holds, share, full_cart),
+    )
+
+
+def _check_holds(order: Order, holds: list[tuple], share: float, full_cart: int) -> None:
+    open_delayed_payment = holds[0][4] if holds else None
+    if open_delayed_payment is not None:
         raise PaymentStillProcessing(
-            f"Your bank transfer for order {held[0][4]} is still being confirmed, and this browser can hold "
+            f"Your bank transfer for order {open_delayed_payment} is still being confirmed, and this browser can hold "
             "one open checkout at a time. You can start a new one once that payment clears or fails "
             "(Your orders shows when). Nothing was charged for this one."
         )
     asked = {item.product_id: item.quantity for item in order.items}
-    for product_id, name, in_stock, units, _ in held:
+    for product_id, name, in_stock, units, _ in holds:
+        if product_id not in asked:
+            continue
         bound = share_bound(in_stock, units, share, full_cart)
         if units > bound:
             already = units - asked[product_id]
@@ -99,17 +111,13 @@ def check_client_share(order: Order, share: float, full_cart: int) -> None:
             )
 
 
-def expire_earlier_checkouts(order: Order) -> list[str]:
-    """Keep one open checkout per browser: ask Stripe to expire the browser's older sessions.
+def expire_superseded(session_ids: list[str]) -> None:
+    """Ask Stripe to expire the sessions a newer checkout of their browser claimed.
 
-    Returns the ids of the sessions claimed (`order`'s own among them if a newer tab won).
-
-    The claim is committed before Stripe is called. If Stripe can't be reached, the session
-    still expires on its own, at its `expires_at`. The log says what Stripe answered: it
-    refuses to expire a session that was paid (or whose delayed payment started) meanwhile.
+    If Stripe can't be reached, a session still expires on its own, at its `expires_at`. The
+    log says what Stripe answered: it refuses to expire a session that was paid (or whose
+    delayed payment started) meanwhile.
     """
-    session_ids = orders.supersede_earlier_checkouts(order)
-    db.session.commit()
     for session_id in session_ids:
         try:
             session = stripe_gateway.expire_checkout_session(session_id)
@@ -123,4 +131,3 @@ def expire_earlier_checkouts(order: Order) -> list[str]:
                     "superseded session %s was not expired: Stripe says it is %s, payment %s",
                     session_id, session.status, session.payment_status,
                 )
-    return session_ids

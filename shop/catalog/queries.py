@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,6 @@ from flask import current_app
 from sqlalchemy import bindparam, select
 
 from .. import fulfilment, stripe_gateway
-from ..extensions import db
 from ..models import Order, OrderItem, Product, Shipment, max_quantity, utcnow
 from ..orders import OrderStatus
 from ..reads import read_rows
@@ -18,8 +18,14 @@ from ..reads import read_rows
 ORDERS_SHOWN = 20
 
 
-def active_products() -> list[Product]:
-    return list(db.session.scalars(select(Product).where(Product.active.is_(True)).order_by(Product.position)))
+PRODUCTS_FOR_SALE = (
+    select(Product.id, Product.slug, Product.name, Product.unit_amount).where(Product.active.is_(True)).order_by(Product.position)
+)
+
+
+def products_for_sale() -> Sequence[Any]:
+    """The active products as the checkout prices them (id, slug, name, unit_amount), read now."""
+    return read_rows(PRODUCTS_FOR_SALE)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 from werkzeug.datastructures import MultiDict
 
-from ..models import Product
-from ..orders import CartLine
+from ..orders import CartLine, SaleProduct
 
 MAX_QUANTITY = 10
 QUANTITY_FIELD = "quantity-"
@@ -27,7 +26,7 @@ def checkout_token_from(form: MultiDict) -> str:
     return token
 
 
-def cart_from(form: MultiDict, products: Sequence[Product]) -> list[CartLine]:
+def cart_from(form: MultiDict, products: Sequence[SaleProduct]) -> list[CartLine]:
     """Validate every field: known products only, whole quantities 0–10, at least one item."""
     by_field = {QUANTITY_FIELD + product.slug: product for product in products}
     lines = []

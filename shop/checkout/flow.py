@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from flask import current_app, url_for
 
@@ -42,7 +41,8 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
     payment still processing (reservations.PaymentStillProcessing), and once its session exists
     the browser's older open sessions are expired: one open checkout per browser.
 
-    A new order is not read back: what was written is known (see `_release_connection`).
+    No database connection is held while Stripe is waited on, and a new order is not read
+    back: what was written is known.
 
     Raises stripe_gateway.PaymentProviderError after marking the order failed.
     """
@@ -53,7 +53,7 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
         lines,
         config["SHOP_CURRENCY"],
         client_key=reservations.client_key(client_address()),
-        check_bounds=partial(reservations.check_client_share, share=config["CHECKOUT_STOCK_SHARE"], full_cart=MAX_QUANTITY),
+        bounds=reservations.client_bounds(share=config["CHECKOUT_STOCK_SHARE"], full_cart=MAX_QUANTITY),
     )
     if order.status != OrderStatus.PENDING:
         started = StartedCheckout.of(order)
@@ -61,7 +61,8 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
         return started
     success_url = url_for("checkout.success", _external=True) + "?session_id={CHECKOUT_SESSION_ID}"
     cancel_url = url_for("checkout.cancel", order=order.public_id, _external=True)
-    _release_connection(order, just_written=created)
+    if not created:
+        _release_connection(order)
     try:
         session = stripe_gateway.create_checkout_session(order, success_url, cancel_url)
     except stripe_gateway.PaymentProviderError as exc:
@@ -75,26 +76,26 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
             orders.mark_checkout_failed(order)
             db.session.commit()
         raise
-    db.session.add(order)
-    recorded = orders.record_checkout_session(order, session.id, session.url)
-    db.session.commit()
+    recorded, claimed = orders.record_checkout_session(order, session.id, session.url, claim_earlier=created)
+    reservations.expire_superseded(claimed)
     if not created or not recorded:
-        return StartedCheckout.of(order)  # a twin or Stripe's event moved it first: as it stands now
-    superseded = reservations.expire_earlier_checkouts(order)
-    return StartedCheckout(OrderStatus.AWAITING_PAYMENT, session.url, session.id, session.id in superseded)
+        # A twin or Stripe's event moved it first: as it stands now.
+        db.session.add(order)
+        db.session.refresh(order)
+        started = StartedCheckout.of(order)
+        db.session.commit()
+        return started
+    return StartedCheckout(OrderStatus.AWAITING_PAYMENT, session.url, session.id, session.id in claimed)
 
 
-def _release_connection(order: Order, just_written: bool) -> None:
-    """Detach the order with its items and end the transaction, returning its connection.
+def _release_connection(order: Order) -> None:
+    """Read the order found by its checkout token with its items, detach it and end the transaction.
 
     Stripe can take seconds to answer; holding a pooled connection meanwhile lets a burst of
     checkouts exhaust the pool (offline, the emulator serving the call needs a connection of
-    its own, so they could even wait on each other). An order this request just wrote is
-    complete in memory, so it is detached before the commit (which would otherwise expire it);
-    one found by its checkout token is read with its items first. The caller adds it back after.
+    its own, so they could even wait on each other). The caller adds the order back after.
     """
-    if not just_written:
-        db.session.refresh(order)
-        _ = order.items
+    db.session.refresh(order)
+    _ = order.items
     db.session.expunge(order)
     db.session.commit()

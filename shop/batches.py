@@ -1,0 +1,142 @@
+"""A transaction's statements in one database round trip.
+
+The checkout writes a handful of small statements, each of which would otherwise wait for
+PostgreSQL's answer before the next is sent. Here they travel together in psycopg's pipeline
+mode, with the transaction spelled out (BEGIN travels with them), and the caller decides from
+the answers whether to keep what they did:
+
+    with batches.transaction() as batch:
+        answers = batch.run([(statement, parameters), ...])   # one round trip
+        if all is well:
+            batch.commit()                                     # one more
+    # left without commit: rolled back
+
+`committed_one_after_another` sends several transactions at once, each committed before the
+next begins (so the next one's statements see what the previous one committed), in one round
+trip. Statements are compiled once (`reads.compiled_for_postgresql`). Other databases (SQLite,
+in development and tests) run the same statements one by one through the ORM session, with
+the same transactions.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from sqlalchemy import Executable
+
+from .extensions import db
+from .reads import compiled_for_postgresql
+
+Step = tuple[Executable, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one statement returned: its rows (for RETURNING or a SELECT) and how many rows it touched."""
+
+    rows: list[tuple[Any, ...]]
+    rowcount: int
+
+
+class Batch:
+    """The open transaction of `transaction()`."""
+
+    def __init__(self, driver: psycopg.Connection | None) -> None:
+        self._driver = driver
+        self._begun = False
+        self.committed = False
+
+    def run(self, steps: Sequence[Step]) -> list[Answer]:
+        """Run the statements, in order, in this transaction; their answers."""
+        if self._driver is None:
+            return [_through_session(statement, parameters) for statement, parameters in steps]
+        with self._driver.pipeline():
+            if not self._begun:
+                self._driver.execute("BEGIN")
+                self._begun = True
+            cursors = [_send(self._driver, statement, parameters) for statement, parameters in steps]
+        return [_answer_of(cursor) for cursor in cursors]
+
+    def commit(self) -> None:
+        if self._driver is None:
+            db.session.commit()
+        elif self._begun:
+            self._driver.execute("COMMIT")
+        self.committed = True
+
+
+@contextmanager
+def transaction() -> Iterator[Batch]:
+    """One transaction whose statements go in one round trip; rolled back unless committed.
+
+    On PostgreSQL it runs on a pooled connection of its own, so the ORM session must hold no
+    transaction meanwhile (it would hold a second connection).
+    """
+    if db.engine.dialect.name != "postgresql":
+        batch = Batch(None)
+        try:
+            yield batch
+        finally:
+            if not batch.committed:
+                db.session.rollback()
+        return
+    with db.engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        driver.autocommit = True  # the transaction is spelled out, so BEGIN travels with the batch
+        batch = Batch(driver)
+        try:
+            yield batch
+        finally:
+            with suppress(psycopg.Error):
+                if batch._begun and not batch.committed:
+                    driver.execute("ROLLBACK")
+                driver.autocommit = False
+
+
+def committed_one_after_another(*transactions: Sequence[Step]) -> list[list[Answer]]:
+    """Run each group of statements as a transaction of its own, committed before the next begins.
+
+    On PostgreSQL all of them go in one round trip. An error stops the rest: what was already
+    committed stays, and the error is raised.
+    """
+    if db.engine.dialect.name != "postgresql":
+        answers = []
+        for steps in transactions:
+            answers.append([_through_session(statement, parameters) for statement, parameters in steps])
+            db.session.commit()
+        return answers
+    with db.engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        driver.autocommit = True
+        try:
+            with driver.pipeline():
+                sent = []
+                for steps in transactions:
+                    driver.execute("BEGIN")
+                    sent.append([_send(driver, statement, parameters) for statement, parameters in steps])
+                    driver.execute("COMMIT")
+            return [[_answer_of(cursor) for cursor in cursors] for cursors in sent]
+        except psycopg.Error:
+            with suppress(psycopg.Error):
+                driver.execute("ROLLBACK")
+            raise
+        finally:
+            with suppress(psycopg.Error):
+                driver.autocommit = False
+
+
+def _send(driver: psycopg.Connection, statement: Executable, parameters: Mapping[str, Any]) -> psycopg.Cursor:
+    compiled = compiled_for_postgresql(statement)
+    return driver.execute(str(compiled), compiled.construct_params(parameters))
+
+
+def _answer_of(cursor: psycopg.Cursor) -> Answer:
+    return Answer(rows=cursor.fetchall() if cursor.description else [], rowcount=cursor.rowcount)
+
+
+def _through_session(statement: Executable, parameters: Mapping[str, Any]) -> Answer:
+    result = db.session.connection().execute(statement, parameters)
+    return Answer(rows=[tuple(row) for row in result] if result.returns_rows else [], rowcount=result.rowcount)
