@@ -45,7 +45,7 @@ class Batch:
     """The open transaction of `transaction()`."""
 
     def __init__(self, driver: psycopg.Connection | None) -> None:
-        self._driver = driver
+        self._driver = driver  # None: through the ORM session
         self._begun = False
         self.committed = False
 
@@ -67,6 +67,14 @@ class Batch:
             self._driver.execute("COMMIT")
         self.committed = True
 
+    def roll_back_unless_committed(self) -> None:
+        if self.committed:
+            return
+        if self._driver is None:
+            db.session.rollback()
+        elif self._begun:
+            self._driver.execute("ROLLBACK")
+
 
 @contextmanager
 def transaction() -> Iterator[Batch]:
@@ -80,8 +88,7 @@ def transaction() -> Iterator[Batch]:
         try:
             yield batch
         finally:
-            if not batch.committed:
-                db.session.rollback()
+            batch.roll_back_unless_committed()
         return
     with db.engine.connect() as connection:
         driver = connection.connection.driver_connection
@@ -91,8 +98,8 @@ def transaction() -> Iterator[Batch]:
             yield batch
         finally:
             with suppress(psycopg.Error):
-                if batch._begun and not batch.committed:
-                    driver.execute("ROLLBACK")
+                batch.roll_back_unless_committed()
+            with suppress(psycopg.Error):
                 driver.autocommit = False
 
 

@@ -6,9 +6,12 @@ from urllib.parse import parse_qs
 
 import pytest
 import stripe
+from sqlalchemy import select
 
+from shop import stripe_gateway
+from shop.extensions import db
 from shop.models import Order
-from tests.helpers import ShopClient, count, latest_order, record_stripe_calls, snapshot
+from tests.helpers import ShopClient, WireTrace, count, latest_order, record_stripe_calls, snapshot
 
 
 def sdk(app) -> stripe.StripeClient:
@@ -195,3 +198,39 @@ def test_a_twin_holding_the_idempotency_key_does_not_fail_the_order(app, shop, m
     assert response.status_code == 503 and "nothing was charged" in response.get_data(as_text=True)
     order = latest_order(app)
     assert order.status == "pending" and order.stripe_session_id is None
+
+
+@pytest.mark.postgres_only
+def test_a_new_checkout_takes_four_database_round_trips_and_holds_no_connection_while_stripe_answers(
+    app, monkeypatch, tmp_path
+):
+    """From libpq's own trace: the products, the order's transaction (one pipelined batch and its
+    COMMIT), then the session's record with the claim of the browser's older sessions (two
+    transactions, one round trip); nothing parsed again. Stripe's side is a stand-in here, so
+    that only the shop's own traffic is counted."""
+    waits_holding_a_connection = []
+
+    def session_from_stripe(order, success_url, cancel_url):
+        waits_holding_a_connection.append(db.engine.pool.checkedout())
+        return stripe_gateway.CheckoutSession(id=f"cs_test_{order.public_id[4:]}", url=f"https://checkout.stripe.com/c/pay/{order.public_id}")
+
+    monkeypatch.setattr(stripe_gateway, "create_checkout_session", session_from_stripe)
+    answers = []
+
+    def checkout_in_a_new_browser():
+        shopper = ShopClient(app)
+        fields = shopper.form_fields()  # the home page's own round trip, before the traffic counted
+        return lambda: answers.append(shopper.checkout({"enamel-mug": 1, "canvas-tote": 2}, fields=fields))
+
+    with WireTrace(app, str(tmp_path / "libpq.trace")) as wire:
+        for _ in range(6):  # psycopg prepares a statement on its fifth run
+            wire.traffic(checkout_in_a_new_browser())
+        traffic = wire.traffic(checkout_in_a_new_browser())
+    assert [answer.status_code for answer in answers] == [303] * 7
+    assert answers[-1].headers["Location"].startswith("https://checkout.stripe.com/")
+    assert traffic == (4, 0)
+    assert waits_holding_a_connection == [0] * 7
+    with app.app_context():
+        order = db.session.scalar(select(Order).order_by(Order.id.desc()))
+        placed = (order.status, order.amount_total, sorted(item.quantity for item in order.items))
+    assert placed == ("awaiting_payment", 1 * 2400 + 2 * 3200, [1, 2])
