@@ -12,7 +12,8 @@ reports the shop's rate on each endpoint as a fraction of the floor's.
   cookie, and the same JSON.
 - `POST /checkout`: the CSRF check, the quantities from the form, then in one transaction the
   order, its items and the stock (a conditional UPDATE: sold out is a 409 page); the Checkout
-  Session created through the stripe SDK with the same parameters and idempotency key (no
+  Session created through the stripe SDK (`raw_request`, as the shop: its answer read as JSON)
+  with the same parameters, shipping address collection included, and idempotency key (no
   connection held meanwhile), the session recorded on the order, and a 303 to its page.
 - `POST /webhooks/stripe`: the Stripe-Signature checked through the stripe SDK against the
   shop's webhook secret, the body parsed, then one statement (its own transaction): record the
@@ -284,7 +285,7 @@ def create():
             if not conn.execute(RESERVE, (quantity, product.id, quantity)).rowcount:
                 raise SoldOut(product.name)
     try:
-        created = stripe_client().v1.checkout.sessions.create(params={
+        created = stripe_client().raw_request("post", "/v1/checkout/sessions", **{
             "mode": "payment",
             "line_items": [{"price_data": {"currency": "usd", "unit_amount": product.unit_amount,
                                            "product_data": {"name": product.name}}, "quantity": quantity}
@@ -294,14 +295,15 @@ def create():
             "expires_at": int((now + SESSION_LIFETIME).timestamp()),
             "success_url": url_for("checkout.create", _external=True) + "?session_id={CHECKOUT_SESSION_ID}",
             "cancel_url": url_for("catalog.index", _external=True),
-        }, options={"idempotency_key": f"checkout-session-{public_id}"})
+            "shipping_address_collection": {"allowed_countries": ["US", "CA"]},
+        }, idempotency_key=f"checkout-session-{public_id}").data
     except stripe.StripeError:
         with pool.connection() as conn:
             conn.execute(ORDER_FAILED, (datetime.now(UTC), order_id))
         return error_page(503, "Payment is unavailable right now", "Nothing was charged. Please try again in a moment.")
     with pool.connection() as conn:
-        conn.execute(SESSION_CREATED, (created.id, created.url, datetime.now(UTC), order_id))
-    return redirect(created.url, code=303)
+        conn.execute(SESSION_CREATED, (created["id"], created["url"], datetime.now(UTC), order_id))
+    return redirect(created["url"], code=303)
 
 
 @checkout.errorhandler(SoldOut)
