@@ -1,24 +1,26 @@
-"""The webhook's common case in two database round trips.
+"""The webhook's common case in one database round trip.
 
 Nearly every event is a paid `checkout.session.completed` for an order awaiting exactly that
 payment. The general intake (`events.ingest`) spends eight round trips on it: BEGIN, record
 the event, read the order, lock the payment, pay the order, look for events waiting for the
-payment, record the outcome, COMMIT. Here it is one pipelined batch, then COMMIT:
+payment, record the outcome, COMMIT. Here it is one pipelined batch:
 
     BEGIN;
-    record the event as received (ON CONFLICT DO NOTHING: a repeat records nothing);
     take the payment's lock, as `orders.apply_session_event` does;
-    WITH paid AS (pay the order, if it matches the session, holds its stock, the event's
-                  row is this transaction's own, and no event waits for this payment),
-         address AS (keep the shipping address the session carries, for the paid order)
-    record the event as applied to the paid order.
+    WITH paid AS (pay the order, if it matches the session, holds its stock, the event is not
+                  recorded yet, and no event waits for this payment),
+         address AS (keep the shipping address the session carries, for the paid order),
+         recorded AS (record the event as applied to the paid order)
+    the paid order's public id;
+    COMMIT;
 
-It commits only if an order was paid; otherwise it rolls back, having changed nothing, and
-the general intake handles the event (a repeat, a mismatch, a refund waiting for this
-payment, an order already paid, expired or unknown, an order that has not recorded this
-session yet, an error). So this path only ever does what the general one would have done,
-with the same locks in the same order. PostgreSQL only: elsewhere every event takes the
-general way.
+Every write hangs on `paid`: if no order was paid, the transaction commits nothing, and the
+general intake handles the event (a repeat, a mismatch, a refund waiting for this payment,
+an order already paid, expired or unknown, an order that has not recorded this session yet,
+an error). So this path only ever does what the general one would have done, with the same
+locks in the same order: two deliveries of one event take the payment's lock in turn, and
+the second's statement (a new snapshot, READ COMMITTED) sees the first's record. PostgreSQL
+only: elsewhere every event takes the general way.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from contextlib import suppress
 from typing import Any
 
 import psycopg
-from sqlalchemy import bindparam, exists, func, select, update
+from sqlalchemy import DateTime, Integer, String, bindparam, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 
 from . import fulfilment, orders
@@ -38,33 +40,39 @@ from .reads import compiled_for_postgresql
 
 log = logging.getLogger("shop.events")
 
-RECORD_RECEIVED = (
-    insert(StripeEvent)
-    .values(
-        id=bindparam("event_id"),
-        type=bindparam("event_type"),
-        created=bindparam("created"),
-        received_at=bindparam("now"),
-        state=EventState.RECEIVED,
-        failures=0,
-    )
-    .on_conflict_do_nothing(index_elements=["id"])
-)
 # The same lock as orders.lock_payment: a refund deciding to wait for this payment and this
 # payment being applied can't miss each other. Taken in a statement of its own, so that the
-# next one's snapshot (READ COMMITTED) already sees a refund that committed meanwhile.
+# next one's snapshot (READ COMMITTED) already sees a refund or a delivery of the same event
+# that committed meanwhile.
 LOCK_PAYMENT = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("payment_intent"), 0)))
 _PAID = (
     orders.PAY_MATCHING_ORDER.where(
-        exists().where(StripeEvent.id == bindparam("event_id"), StripeEvent.state == EventState.RECEIVED),
+        ~exists().where(StripeEvent.id == bindparam("event_id")),
         ~exists().where(StripeEvent.state == EventState.WAITING, StripeEvent.waiting_for == bindparam("payment_intent")),
     )
 ).cte("paid")
+_RECORDED = (
+    insert(StripeEvent)
+    .from_select(
+        ["id", "type", "created", "received_at", "processed_at", "state", "failures", "order_id", "outcome"],
+        select(
+            bindparam("event_id", type_=String),
+            bindparam("event_type", type_=String),
+            bindparam("created", type_=Integer),
+            bindparam("now", type_=DateTime(timezone=True)),
+            bindparam("now", type_=DateTime(timezone=True)),
+            literal(EventState.APPLIED.value, String),
+            literal(0, Integer),
+            _PAID.c.id,
+            literal(orders.PAID_OUTCOME, String),
+        ),
+    )
+    .returning(StripeEvent.order_id)
+    .cte("recorded")
+)
 PAY_AND_RECORD = (
-    update(StripeEvent)
-    .where(StripeEvent.id == bindparam("event_id"))
-    .values(state=EventState.APPLIED, order_id=_PAID.c.id, outcome=orders.PAID_OUTCOME, processed_at=bindparam("now"))
-    .returning(_PAID.c.public_id)
+    select(_PAID.c.public_id)
+    .join_from(_PAID, _RECORDED, _RECORDED.c.order_id == _PAID.c.id)
     .add_cte(fulfilment.record_address_of(_PAID))
 )
 
@@ -99,12 +107,11 @@ def try_paying(event: Mapping[str, Any]) -> str | None:
 
 
 def _pay(driver: psycopg.Connection, parameters: dict[str, Any]) -> str | None:
-    statements = [compiled_for_postgresql(s) for s in (RECORD_RECEIVED, LOCK_PAYMENT, PAY_AND_RECORD)]
+    lock, pay = (compiled_for_postgresql(statement) for statement in (LOCK_PAYMENT, PAY_AND_RECORD))
     with driver.pipeline():
         driver.execute("BEGIN")
-        for compiled in statements[:-1]:
-            driver.execute(str(compiled), compiled.construct_params(parameters))
-        paid = driver.execute(str(statements[-1]), statements[-1].construct_params(parameters))
+        driver.execute(str(lock), lock.construct_params(parameters))
+        paid = driver.execute(str(pay), pay.construct_params(parameters))
+        driver.execute("COMMIT")
     row = paid.fetchone()
-    driver.execute("COMMIT" if row else "ROLLBACK")
     return row[0] if row else None
