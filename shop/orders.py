@@ -18,26 +18,26 @@ A refund or dispute can reach the shop before the payment it concerns (Stripe pr
 order of delivery): it waits, kept on its event row, until an order is paid through that
 payment intent, and is applied in the same transaction as that payment.
 
-Stock: placing an order reserves its units (a conditional UPDATE, so concurrent shoppers
-can't oversell); entering `failed`, `expired` or `cancelled` returns them; `paid` keeps them.
+Stock: placing an order (`shop.placing`) reserves its units (a conditional UPDATE, so
+concurrent shoppers can't oversell); entering `failed`, `expired` or `cancelled` returns
+them; `paid` keeps them.
 """
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import Executable, Integer, String, bindparam, exists, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import aliased, make_transient_to_detached
+from sqlalchemy import bindparam, exists, func, or_, select, update
+from sqlalchemy.orm import aliased
 
 from . import batches
 from .extensions import db
-from .models import EventState, Order, OrderItem, Product, utcnow
+from .models import EventState, Order, Product, utcnow
 
 log = logging.getLogger("shop.orders")
 
@@ -113,67 +113,6 @@ def new_public_id() -> str:
     return "ord_" + secrets.token_urlsafe(16)
 
 
-class SaleProduct(Protocol):
-    """A product as the checkout reads it: what an order copies from it."""
-
-    id: int
-    slug: str
-    name: str
-    unit_amount: int
-
-
-@dataclass(frozen=True)
-class CartLine:
-    product: SaleProduct
-    quantity: int
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """A new order's check against what its client already holds (see `shop.reservations`).
-
-    `query` runs in the order's transaction after its stock is reserved, while the products'
-    rows are locked, so concurrent checkouts of the same products count each other; `check`
-    reads its rows and raises to undo the order and its reservation.
-    """
-
-    query: Executable
-    parameters: Callable[[Order], Mapping[str, Any]]
-    check: Callable[[Order, list[tuple[Any, ...]]], None]
-
-
-def _insert_order(dialect_insert: Callable[..., Any]) -> Executable:
-    return (
-        dialect_insert(Order)
-        .values(
-            status=S.PENDING,
-            amount_refunded=0,
-            amount_refund_pending=0,
-            created_at=bindparam("now"),
-            updated_at=bindparam("now"),
-            **{column: bindparam("new_" + column) for column in NEW_ORDER_COLUMNS},
-        )
-        .on_conflict_do_nothing(index_elements=["checkout_token"])  # a twin submission's order holds it
-        .returning(Order.id)
-    )
-
-
-NEW_ORDER_COLUMNS = ("public_id", "shopper_id", "client_key", "checkout_token", "currency", "amount_total")
-INSERT_ORDER = {"postgresql": _insert_order(postgresql.insert), "sqlite": _insert_order(sqlite.insert)}
-INSERT_ITEM = (
-    insert(OrderItem)
-    .from_select(
-        ["order_id", "product_id", "product_name", "quantity", "unit_amount"],
-        select(
-            Order.id,
-            bindparam("item_product_id", type_=Integer),
-            bindparam("item_product_name", type_=String),
-            bindparam("item_quantity", type_=Integer),
-            bindparam("item_unit_amount", type_=Integer),
-        ).where(Order.public_id == bindparam("public_id")),
-    )
-    .returning(OrderItem.id)
-)
 # A conditional UPDATE: concurrent checkouts can't take the same unit twice.
 RESERVE_STOCK = (
     update(Product)
@@ -183,85 +122,13 @@ RESERVE_STOCK = (
 )
 
 
-def place_order(
-    shopper_id: str,
-    checkout_token: str,
-    lines: Sequence[CartLine],
-    currency: str,
-    client_key: str | None = None,
-    bounds: Bounds | None = None,
-) -> tuple[Order, bool]:
-    """Create a pending order for the cart, or find the one this checkout token already made.
-
-    Returns the order and whether this call created it; a created order is committed and
-    detached, complete in memory (nothing is read back). Prices are copied from the products:
-    the browser only ever sends quantities. The order, its items, its stock and its `bounds`
-    are one transaction, sent in one round trip: the order first (a twin submission of the
-    same form finds its token taken), the stock last, each product's row locked from its
-    UPDATE to the commit, in one order of products (no deadlocks).
-    """
-    now = utcnow()
-    order = Order(
-        public_id=new_public_id(),
-        shopper_id=shopper_id,
-        client_key=client_key,
-        checkout_token=checkout_token,
-        status=S.PENDING,
-        currency=currency,
-        amount_total=sum(line.product.unit_amount * line.quantity for line in lines),
-        amount_refunded=0,
-        amount_refund_pending=0,
-        created_at=now,
-        updated_at=now,
-        items=[
-            OrderItem(
-                product_id=line.product.id,
-                product_name=line.product.name,
-                quantity=line.quantity,
-                unit_amount=line.product.unit_amount,
-            )
-            for line in lines
-        ],
-    )
-    by_product = sorted(lines, key=lambda line: line.product.id)
-    steps: list[batches.Step] = [
-        (INSERT_ORDER[db.engine.dialect.name], {"new_" + name: getattr(order, name) for name in NEW_ORDER_COLUMNS} | {"now": now}),
-        *((INSERT_ITEM, {"public_id": order.public_id, "item_product_id": item.product_id, "item_product_name": item.product_name,
-                         "item_quantity": item.quantity, "item_unit_amount": item.unit_amount}) for item in order.items),
-        *((RESERVE_STOCK, {"product_id": line.product.id, "quantity": line.quantity}) for line in by_product),
-    ]
-    if bounds is not None:
-        steps.append((bounds.query, bounds.parameters(order)))
-    with batches.transaction() as batch:
-        placed, *answers = batch.run(steps)
-        items, reserved = answers[:len(order.items)], answers[len(order.items):len(order.items) + len(by_product)]
-        short = next((line for line, answer in zip(by_product, reserved, strict=True) if not answer.rowcount), None)
-        if placed.rows and short is None:
-            if bounds is not None:
-                bounds.check(order, answers[-1].rows)
-            batch.commit()
-            order.id = placed.rows[0][0]
-            for item, answer in zip(order.items, items, strict=True):
-                item.id, item.order_id = answer.rows[0][0], order.id
-                make_transient_to_detached(item)
-            make_transient_to_detached(order)
-            return order, True
-    if placed.rows:
-        raise _out_of_stock(short.product.id)
-    existing = db.session.scalar(select(Order).where(Order.checkout_token == checkout_token))
-    if existing is None:  # the order holding this token is gone: the form can't be used again
-        raise CheckoutTokenConflict(checkout_token)
-    if existing.shopper_id != shopper_id or _cart_of(existing) != {line.product.id: line.quantity for line in lines}:
-        raise CheckoutTokenConflict(existing.public_id)
-    return existing, False
-
-
 def _reserve(product_id: int, quantity: int) -> None:
     if not db.session.execute(RESERVE_STOCK, {"product_id": product_id, "quantity": quantity}).rowcount:
-        raise _out_of_stock(product_id)
+        raise out_of_stock(product_id)
 
 
-def _out_of_stock(product_id: int) -> OutOfStock:
+def out_of_stock(product_id: int) -> OutOfStock:
+    """The shopper's message for a product that has fewer units left than asked for."""
     name, left = db.session.execute(select(Product.name, Product.stock).where(Product.id == product_id)).one()
     return OutOfStock(f"Sorry, {name} is sold out." if left == 0 else f"Sorry, only {left} {name} left.")
 
@@ -274,10 +141,6 @@ def _return_stock(order: Order) -> None:
             .values(stock=Product.stock + item.quantity)
             .execution_options(synchronize_session=False)
         )
-
-
-def _cart_of(order: Order) -> dict[int, int]:
-    return {item.product_id: item.quantity for item in order.items}
 
 
 def _transition(

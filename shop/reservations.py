@@ -24,7 +24,7 @@ from flask import current_app
 from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import aliased
 
-from . import orders, stripe_gateway
+from . import placing, stripe_gateway
 from .models import Order, OrderItem, Product
 from .orders import OrderStatus, OutOfStock
 
@@ -75,14 +75,14 @@ CLIENT_HOLDS = (
 )
 
 
-def client_bounds(share: float, full_cart: int) -> orders.Bounds:
-    """The `bounds` of orders.place_order for a new order: ShareExceeded or PaymentStillProcessing.
+def client_bounds(share: float, full_cart: int) -> placing.Bounds:
+    """The `bounds` of placing.place_order for a new order: ShareExceeded or PaymentStillProcessing.
 
     CLIENT_HOLDS runs once the order's stock is reserved, while the products' rows are locked,
     so concurrent checkouts of the same products count each other, and raising undoes the
     order and its reservation.
     """
-    return orders.Bounds(
+    return placing.Bounds(
         query=CLIENT_HOLDS,
         parameters=lambda order: {"client_key": order.client_key, "shopper_id": order.shopper_id},
         check=lambda order, holds: _check_holds(order, holds, share, full_cart),

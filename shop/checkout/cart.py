@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from werkzeug.datastructures import MultiDict
 
-from ..orders import CartLine, SaleProduct
+from ..placing import CartLine, SaleProduct
 
 MAX_QUANTITY = 10
 QUANTITY_FIELD = "quantity-"

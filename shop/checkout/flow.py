@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from flask import current_app, url_for
 
-from .. import orders, reservations, stripe_gateway
+from .. import orders, placing, reservations, stripe_gateway
 from ..client_address import client_address
 from ..extensions import db
 from ..models import Order
-from ..orders import CartLine, OrderStatus
+from ..orders import OrderStatus
+from ..placing import CartLine
 from .cart import MAX_QUANTITY
 
 
@@ -47,7 +48,7 @@ def start_checkout(shopper_id: str, checkout_token: str, lines: Sequence[CartLin
     Raises stripe_gateway.PaymentProviderError after marking the order failed.
     """
     config = current_app.config
-    order, created = orders.place_order(
+    order, created = placing.place_order(
         shopper_id,
         checkout_token,
         lines,
