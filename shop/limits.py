@@ -97,9 +97,7 @@ def init_app(app: Flask) -> None:
         swallow_errors=True,  # and if even that fails, let the checkout through (logged)
         headers_enabled=False,  # the 429 page sets Retry-After; other answers need no extra Redis call
     )
-    limiter.init_app(app)
-    # Every other request skips the limiter entirely: no count, no storage call, never a 429.
-    limiter.request_filter(lambda: request.endpoint != CHECKOUT_ENDPOINT and request.blueprint != OPERATOR_BLUEPRINT)
+    _limit_only_the_operator_blueprint_and_the_checkout(app, limiter)
     app.extensions["shop_limiter"] = limiter
     _route_logs_to_the_shops_handler(logging.getLogger("flask-limiter"))
 
@@ -117,6 +115,26 @@ def init_app(app: Flask) -> None:
         lambda: current_app.config["OPERATOR_SIGN_IN_LIMIT_PER_USERNAME"], key_func=operator_username,
         deduct_when=failed_sign_in, exempt_when=known_operator_browser, on_breach=_log_throttled_sign_in,
     )(operator_view)
+
+
+def _limit_only_the_operator_blueprint_and_the_checkout(app: Flask, limiter: Limiter) -> None:
+    """Initialise the limiter with its request hooks on the operator blueprint only.
+
+    Flask-Limiter hooks every request (a check before, a deduction after, a cleanup at the
+    end); every other request skips them, so it costs nothing: no count, no storage call,
+    never a 429. The checkout's limits are checked by the decorators on its view, which
+    need no hook; the operator view's limits are blueprint limits, checked by the hook
+    before the blueprint's own sign-in check, and counted by the hook after its answer.
+    """
+    hooks = (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
+    app_wide_before = [list(registry[None]) for registry in hooks]
+    limiter.init_app(app)
+    for registry, earlier in zip(hooks, app_wide_before, strict=True):
+        added = registry[None][len(earlier):]
+        registry[None] = earlier
+        # First in the blueprint's lists: the check runs before `require_operator`, and the
+        # deduction (after-request hooks run in reverse) after `never_cache`, as app-wide.
+        registry[OPERATOR_BLUEPRINT][:0] = added
 
 
 def _redis_options(url: str, timeout_seconds: float) -> dict:
