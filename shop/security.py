@@ -8,9 +8,15 @@ own header; it is left as is.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from flask import Flask, Response
+from flask import Flask
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 STRIPE_CHECKOUT_ORIGIN = "https://checkout.stripe.com"
 HSTS = "max-age=63072000; includeSubDomains"
@@ -49,9 +55,25 @@ def init_app(app: Flask) -> None:
     }
     if app.config["APP_ENV"] == "production":
         headers["Strict-Transport-Security"] = HSTS
+    app.wsgi_app = SecurityHeaders(app.wsgi_app, headers)  # type: ignore[method-assign]
 
-    @app.after_request
-    def add_security_headers(response: Response) -> Response:
-        for name, value in headers.items():
-            response.headers.setdefault(name, value)
-        return response
+
+class SecurityHeaders:
+    """WSGI middleware adding each header the response doesn't already have (any case).
+
+    Every response passes here, error pages included. The headers are a plain list at this
+    level: a set lookup per header, where Flask's response headers cost a search of the list
+    and a validation of the value per header.
+    """
+
+    def __init__(self, app: WSGIApplication, headers: dict[str, str]) -> None:
+        self.app = app
+        self.headers = [(name.lower(), (name, value)) for name, value in headers.items()]
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        def start_with_headers(status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None):
+            present = {name.lower() for name, _ in headers}
+            headers.extend(header for name, header in self.headers if name not in present)
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start_with_headers)
