@@ -30,14 +30,17 @@ def read_rows(statement: Executable, parameters: Mapping[str, Any] | None = None
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             return connection.execute(statement, parameters).all()
     compiled = compiled_for_postgresql(statement)
-    with engine.connect() as connection:
-        driver = connection.connection.driver_connection
+    pooled = engine.raw_connection()  # the pool's connection itself: no Connection object around it
+    try:
+        driver = pooled.driver_connection
         driver.autocommit = True
         try:
             with driver.cursor(row_factory=namedtuple_row) as cursor:
                 return cursor.execute(str(compiled), compiled.construct_params(parameters)).fetchall()
         finally:
             driver.autocommit = False
+    finally:
+        pooled.close()
 
 
 _COMPILED: dict[int, tuple[Executable, Compiled]] = {}
