@@ -73,7 +73,7 @@ class SecurityHeaders:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         def start_with_headers(status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None):
             present = {name.lower() for name, _ in headers}
-            headers.extend(header for name, header in self.headers if name not in present)
-            return start_response(status, headers, exc_info)
+            missing = [header for name, header in self.headers if name not in present]
+            return start_response(status, headers + missing, exc_info)
 
         return self.app(environ, start_with_headers)
