@@ -20,7 +20,8 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from flask import Flask
+from flask import Flask, request
+from flask_limiter import Limiter
 from sqlalchemy import select
 
 from config import Config, ConfigError
@@ -137,6 +138,26 @@ def test_a_limited_address_still_gets_its_status_polls_and_stripe_its_webhooks(
         deliveries = [post_event(app, completed, **{"X-Forwarded-For": address}).status_code for _ in range(30)]
         assert deliveries == [200] * 30
         assert get_order(app, order.public_id).status == "paid"
+
+
+def test_only_the_checkout_and_the_operator_view_reach_the_limiter(database_url: str, monkeypatch) -> None:
+    """Every other request runs none of Flask-Limiter's code: the status poll and the pages pay nothing for it."""
+    reached = []
+    identify_request = Limiter.identify_request
+    monkeypatch.setattr(Limiter, "identify_request", lambda limiter: reached.append(request.path) or identify_request(limiter))
+    with limited_app(database_url, None) as app:
+        shopper = Browser(app, "192.0.2.40")
+        order = shopper.start({"canvas-tote": 1})
+        assert set(reached) == {"/checkout"}
+
+        reached.clear()
+        assert shopper.http.get(f"/orders/{order.public_id}/status").status_code == 200
+        assert shopper.http.get("/").status_code == 200
+        assert shopper.http.get("/healthz").status_code == 200
+        assert reached == []
+
+        assert shopper.http.get("/admin/").status_code == 404  # no operator configured: still checked first
+        assert reached == ["/admin/"]
 
 
 @pytest.mark.sqlite_only
