@@ -16,6 +16,7 @@ from config import CONFIGS, ConfigError, check_production, check_settings, devel
 from . import client_address
 from .extensions import csrf, db, migrate
 from .ops import OneLineFormatter
+from .shoppers import SessionCookie
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -26,6 +27,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         raise ConfigError(f"APP_ENV must be one of {', '.join(CONFIGS)}, not {env_name!r}.")
 
     app = Flask(__name__, instance_relative_config=True)
+    app.session_interface = SessionCookie()
     app.config.from_object(CONFIGS[env_name])
     app.config.update(overrides)
     if not app.config["SQLALCHEMY_DATABASE_URI"] and env_name != "production":

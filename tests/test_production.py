@@ -298,6 +298,21 @@ def test_production_session_cookie_is_secure_httponly_and_lax(database_url: str)
     assert "; Secure" in cookie and "; HttpOnly" in cookie and "; SameSite=Lax" in cookie
 
 
+@pytest.mark.sqlite_only
+def test_the_session_cookie_follows_a_rotated_secret_key(client, app: Flask) -> None:
+    client.get("/")  # the browser's session cookie, signed with the current key
+    with client.session_transaction() as session:
+        shopper = session["shopper_id"]
+    old_key = app.secret_key
+    app.secret_key = old_key + "-rotated"
+    app.config["SECRET_KEY_FALLBACKS"] = [old_key]
+    with client.session_transaction() as session:
+        assert session["shopper_id"] == shopper  # the old key still verifies, as a fallback
+    app.config["SECRET_KEY_FALLBACKS"] = []
+    with client.session_transaction() as session:
+        assert "shopper_id" not in session  # and no longer once it is dropped
+
+
 # --- /healthz -----------------------------------------------------------------------------
 
 
