@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import secrets
@@ -80,6 +81,9 @@ def measure(label: str, call, n: int, trips: RoundTrips | None) -> dict:
         call()
     if trips:
         trips.take()
+    # The setup's garbage (app, databases, test data) would otherwise be swept by a full
+    # collection in whichever endpoint's run comes first: about 0.25 ms more per request there.
+    gc.collect()
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(n):
         call()
