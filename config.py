@@ -91,8 +91,8 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session cookie
     # The cookie is re-sent only when it changes, not on every response (31 days from then).
     SESSION_REFRESH_EACH_REQUEST = False
-    # The home page may show product details and stock this many seconds old; checkout
-    # always reads (and reserves) live stock.
+    # The home page may show product details and stock this many seconds old, and checkout
+    # prices a cart from the same details (what the shopper saw); it always reserves live stock.
     PRODUCT_CACHE_SECONDS = 2.0
 
     # Offline mode: the built-in Stripe emulator stands in for Stripe's API.

@@ -28,7 +28,7 @@ import psycopg
 from sqlalchemy import Executable
 
 from .extensions import db
-from .reads import compiled_for_postgresql
+from .reads import autocommit_connection, compiled_for_postgresql
 
 Step = tuple[Executable, Mapping[str, Any]]
 
@@ -90,17 +90,13 @@ def transaction() -> Iterator[Batch]:
         finally:
             batch.roll_back_unless_committed()
         return
-    with db.engine.connect() as connection:
-        driver = connection.connection.driver_connection
-        driver.autocommit = True  # the transaction is spelled out, so BEGIN travels with the batch
+    with autocommit_connection() as driver:  # the transaction is spelled out: BEGIN travels with the batch
         batch = Batch(driver)
         try:
             yield batch
         finally:
             with suppress(psycopg.Error):
                 batch.roll_back_unless_committed()
-            with suppress(psycopg.Error):
-                driver.autocommit = False
 
 
 def committed_one_after_another(*transactions: Sequence[Step]) -> list[list[Answer]]:
@@ -115,9 +111,7 @@ def committed_one_after_another(*transactions: Sequence[Step]) -> list[list[Answ
             answers.append([_through_session(statement, parameters) for statement, parameters in steps])
             db.session.commit()
         return answers
-    with db.engine.connect() as connection:
-        driver = connection.connection.driver_connection
-        driver.autocommit = True
+    with autocommit_connection() as driver:
         try:
             with driver.pipeline():
                 sent = []
@@ -130,9 +124,6 @@ def committed_one_after_another(*transactions: Sequence[Step]) -> list[list[Answ
             with suppress(psycopg.Error):
                 driver.execute("ROLLBACK")
             raise
-        finally:
-            with suppress(psycopg.Error):
-                driver.autocommit = False
 
 
 def _send(driver: psycopg.Connection, statement: Executable, parameters: Mapping[str, Any]) -> psycopg.Cursor:

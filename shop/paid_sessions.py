@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import insert
 from . import fulfilment, orders
 from .extensions import db
 from .models import EventState, StripeEvent
-from .reads import compiled_for_postgresql
+from .reads import autocommit_connection, compiled_for_postgresql
 
 log = logging.getLogger("shop.events")
 
@@ -86,9 +86,7 @@ def try_paying(event: Mapping[str, Any]) -> str | None:
         return None
     parameters |= fulfilment.address_parameters(event["data"]["object"])
     parameters |= {"event_id": event["id"], "event_type": event["type"], "created": event["created"]}
-    with db.engine.connect() as connection:
-        driver = connection.connection.driver_connection
-        driver.autocommit = True  # the transaction is spelled out, so BEGIN travels with the batch
+    with autocommit_connection() as driver:  # the transaction is spelled out: BEGIN travels with the batch
         try:
             public_id = _pay(driver, parameters)
         except psycopg.Error as exc:
@@ -98,9 +96,6 @@ def try_paying(event: Mapping[str, Any]) -> str | None:
             with suppress(psycopg.Error):
                 driver.execute("ROLLBACK")
             public_id = None
-        finally:
-            with suppress(psycopg.Error):
-                driver.autocommit = False
     if public_id is not None:
         log.info("order %s -> %s", public_id, orders.OrderStatus.PAID)
     return public_id

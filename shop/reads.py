@@ -13,9 +13,11 @@ run the same statement through SQLAlchemy.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
+import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Executable
 from sqlalchemy.engine import Compiled
@@ -30,15 +32,26 @@ def read_rows(statement: Executable, parameters: Mapping[str, Any] | None = None
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             return connection.execute(statement, parameters).all()
     compiled = compiled_for_postgresql(statement)
-    pooled = engine.raw_connection()  # the pool's connection itself: no Connection object around it
+    with autocommit_connection() as driver, driver.cursor(row_factory=namedtuple_row) as cursor:
+        return cursor.execute(str(compiled), compiled.construct_params(parameters)).fetchall()
+
+
+@contextmanager
+def autocommit_connection() -> Iterator[psycopg.Connection]:
+    """A pooled PostgreSQL connection's psycopg connection, in autocommit mode until it goes back.
+
+    The pool's connection itself, with no SQLAlchemy Connection around it (that costs more
+    than a short statement). The caller spells out any transaction it needs.
+    """
+    pooled = db.engine.raw_connection()
     try:
         driver = pooled.driver_connection
         driver.autocommit = True
         try:
-            with driver.cursor(row_factory=namedtuple_row) as cursor:
-                return cursor.execute(str(compiled), compiled.construct_params(parameters)).fetchall()
+            yield driver
         finally:
-            driver.autocommit = False
+            with suppress(psycopg.Error):
+                driver.autocommit = False
     finally:
         pooled.close()
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,20 +17,12 @@ from ..reads import read_rows
 ORDERS_SHOWN = 20
 
 
-PRODUCTS_FOR_SALE = (
-    select(Product.id, Product.slug, Product.name, Product.unit_amount).where(Product.active.is_(True)).order_by(Product.position)
-)
-
-
-def products_for_sale() -> Sequence[Any]:
-    """The active products as the checkout prices them (id, slug, name, unit_amount), read now."""
-    return read_rows(PRODUCTS_FOR_SALE)
-
-
 @dataclass(frozen=True)
 class ProductCard:
-    """What the home page shows of a product: plain data, safe to cache between requests."""
+    """What the home page shows of a product, and what the checkout prices it at: plain data,
+    safe to cache between requests."""
 
+    id: int
     slug: str
     name: str
     description: str
@@ -42,14 +33,19 @@ class ProductCard:
 
 
 ACTIVE_PRODUCT_CARDS = (
-    select(Product.slug, Product.name, Product.description, Product.image, Product.unit_amount, Product.stock)
+    select(Product.id, Product.slug, Product.name, Product.description, Product.image, Product.unit_amount, Product.stock)
     .where(Product.active.is_(True))
     .order_by(Product.position)
 )
 
 
 def product_cards() -> list[ProductCard]:
-    """The active products for display, cached per process for PRODUCT_CACHE_SECONDS."""
+    """The active products, cached per process for PRODUCT_CACHE_SECONDS.
+
+    The checkout prices a cart from these too, so a shopper pays what the page showed; a new
+    price or a product taken off sale applies to checkouts within PRODUCT_CACHE_SECONDS.
+    Stock is only shown from here: the checkout reserves it in the database.
+    """
     cache = current_app.extensions.setdefault("product_cards", {"until": 0.0, "cards": []})
     now = time.monotonic()
     if cache["until"] <= now:

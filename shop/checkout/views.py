@@ -6,7 +6,7 @@ from flask import Response, abort, flash, jsonify, redirect, render_template, re
 from sqlalchemy import select
 
 from .. import fulfilment, orders, reservations, stripe_gateway
-from ..catalog.queries import products_for_sale
+from ..catalog.queries import product_cards
 from ..extensions import db
 from ..filters import isodate
 from ..models import Order
@@ -27,7 +27,7 @@ NOT_SHIPPED_STATES = frozenset({OrderStatus.FAILED, OrderStatus.EXPIRED, OrderSt
 def create():
     try:
         token = checkout_token_from(request.form)
-        lines = cart_from(request.form, products_for_sale())
+        lines = cart_from(request.form, product_cards())
     except InvalidCart as exc:
         return render_template("error.html", title="We couldn't start your checkout", message=str(exc)), 400
     try:
