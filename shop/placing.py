@@ -84,6 +84,8 @@ INSERT_ITEM = (
     )
     .returning(OrderItem.id)
 )
+
+
 def place_order(
     shopper_id: str,
     checkout_token: str,
