@@ -3,7 +3,7 @@
 Nearly every event is a paid `checkout.session.completed` for an order awaiting exactly that
 payment. The general intake (`events.ingest`) spends eight round trips on it: BEGIN, record
 the event, read the order, lock the payment, pay the order, look for events waiting for the
-payment, record the outcome, COMMIT. Here it is one pipelined batch:
+payment, record the outcome, COMMIT. Here it is one pipelined batch (`shop.batches`):
 
     BEGIN;
     take the payment's lock, as `orders.apply_session_event` does;
@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from contextlib import suppress
 from typing import Any
 
 import psycopg
 from sqlalchemy import DateTime, Integer, String, bindparam, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 
-from . import fulfilment, orders
+from . import batches, fulfilment, orders
 from .extensions import db
 from .models import EventState, StripeEvent
-from .reads import autocommit_connection, compiled_for_postgresql
 
 log = logging.getLogger("shop.events")
 
@@ -86,27 +84,15 @@ def try_paying(event: Mapping[str, Any]) -> str | None:
         return None
     parameters |= fulfilment.address_parameters(event["data"]["object"])
     parameters |= {"event_id": event["id"], "event_type": event["type"], "created": event["created"]}
-    with autocommit_connection() as driver:  # the transaction is spelled out: BEGIN travels with the batch
-        try:
-            public_id = _pay(driver, parameters)
-        except psycopg.Error as exc:
-            # Nothing was changed, or (a COMMIT whose answer was lost) the event was applied:
-            # either way the general intake now does the right thing, and records a failure.
-            log.warning("event %s: fast path failed (%s); the general intake takes it", event["id"], exc)
-            with suppress(psycopg.Error):
-                driver.execute("ROLLBACK")
-            public_id = None
-    if public_id is not None:
-        log.info("order %s -> %s", public_id, orders.OrderStatus.PAID)
-    return public_id
-
-
-def _pay(driver: psycopg.Connection, parameters: dict[str, Any]) -> str | None:
-    lock, pay = (compiled_for_postgresql(statement) for statement in (LOCK_PAYMENT, PAY_AND_RECORD))
-    with driver.pipeline():
-        driver.execute("BEGIN")
-        driver.execute(str(lock), lock.construct_params(parameters))
-        paid = driver.execute(str(pay), pay.construct_params(parameters))
-        driver.execute("COMMIT")
-    row = paid.fetchone()
-    return row[0] if row else None
+    try:
+        (answers,) = batches.committed_one_after_another([(LOCK_PAYMENT, parameters), (PAY_AND_RECORD, parameters)])
+    except psycopg.Error as exc:
+        # Nothing was changed, or (a COMMIT whose answer was lost) the event was applied:
+        # either way the general intake now does the right thing, and records a failure.
+        log.warning("event %s: fast path failed (%s); the general intake takes it", event["id"], exc)
+        return None
+    paid = answers[1].rows
+    if not paid:
+        return None
+    log.info("order %s -> %s", paid[0][0], orders.OrderStatus.PAID)
+    return paid[0][0]
