@@ -170,7 +170,7 @@ class Pool:
     """Autocommit connections, each kept open with its prepared statements, lent one request at a
     time: at most `size` at rest and `size + overflow` at once, as the shop's SQLAlchemy pool."""
 
-    def __init__(self, size: int = 5, overflow: int = 10) -> None:
+    def __init__(self, size: int = 15, overflow: int = 0) -> None:
         self.idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
         self.size = size
         self.slots = threading.BoundedSemaphore(size + overflow)

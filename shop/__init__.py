@@ -34,6 +34,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{os.path.join(app.instance_path, 'shop.sqlite')}"
     check_settings(app.config)
+    if not str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **app.config["SQLALCHEMY_ENGINE_OPTIONS"], "pool_size": app.config["DATABASE_POOL_SIZE"], "max_overflow": 0,
+        }
     if env_name == "production":
         check_production(app.config)
 

@@ -78,7 +78,7 @@ def test_app_json_describes_every_setting() -> None:
     assert set(env) == {
         "SECRET_KEY", "APP_ENV", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "SHOP_CURRENCY", "SHOP_LOCALE", "SHOP_URL", "ALLOW_LIVE_PAYMENTS",
         "ADMIN_USERNAME", "ADMIN_PASSWORD", "STRIPE_MAX_NETWORK_RETRIES", "WEB_CONCURRENCY", "GUNICORN_THREADS",
-        "CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER", "CHECKOUT_STOCK_SHARE", "REDIS_TIMEOUT_MS",
+        "DATABASE_POOL_SIZE",        "CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER", "CHECKOUT_STOCK_SHARE", "REDIS_TIMEOUT_MS",
         "SHIPPING_COUNTRIES", "SHIPPING_PHONE",
     }
     assert all(setting["description"] for setting in env.values())
@@ -91,3 +91,17 @@ def test_procfile_runs_migrations_and_seed_in_the_release_phase() -> None:
     processes = procfile()
     assert processes["release"] == "flask --app wsgi db upgrade && flask --app wsgi seed"
     assert processes["web"].startswith("gunicorn --config gunicorn.conf.py ")
+
+
+@pytest.mark.postgres_only
+def test_a_worker_keeps_every_database_connection_it_opens(database_url: str) -> None:
+    """Under load a worker reuses its connections instead of opening and closing one per burst."""
+    from shop.extensions import db
+
+    app = create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": database_url, "DATABASE_POOL_SIZE": "7"})
+    with app.app_context():
+        held = [db.engine.raw_connection() for _ in range(7)]
+        for connection in held:
+            connection.close()
+        assert db.engine.pool.checkedin() == 7  # all kept open for the next burst
+        db.engine.dispose()
