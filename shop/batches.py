@@ -13,7 +13,9 @@ the answers whether to keep what they did:
 
 `committed_one_after_another` sends several transactions at once, each committed before the
 next begins (so the next one's statements see what the previous one committed), in one round
-trip. Statements are compiled once (`reads.compiled_for_postgresql`). Other databases (SQLite,
+trip. The last of them needs no BEGIN or COMMIT of its own: in pipeline mode everything sent
+after the last explicit transaction up to the pipeline's closing Sync is one implicit
+transaction, committed at the Sync, or rolled back whole if a statement fails. Statements are compiled once (`reads.compiled_for_postgresql`). Other databases (SQLite,
 in development and tests) run the same statements one by one through the ORM session, with
 the same transactions.
 """
@@ -115,10 +117,11 @@ def committed_one_after_another(*transactions: Sequence[Step]) -> list[list[Answ
         try:
             with driver.pipeline():
                 sent = []
-                for steps in transactions:
+                for steps in transactions[:-1]:
                     driver.execute("BEGIN")
                     sent.append([_send(driver, statement, parameters) for statement, parameters in steps])
                     driver.execute("COMMIT")
+                sent.append([_send(driver, statement, parameters) for statement, parameters in transactions[-1]])
             return [[_answer_of(cursor) for cursor in cursors] for cursors in sent]
         except psycopg.Error:
             with suppress(psycopg.Error):

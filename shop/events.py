@@ -254,7 +254,6 @@ def ingest(event: Mapping[str, Any]) -> IngestResult:
     validate(event)
     try:
         if paid_sessions.try_paying(event) is not None:  # the common case, in one round trip
-            log.info("event %s %s: %s", event["id"], event["type"], orders.PAID_OUTCOME)
             return IngestResult(duplicate=False, outcome=orders.PAID_OUTCOME, state=EventState.APPLIED)
         seen = _claim(event)
         if seen is not None and seen.state in FINAL_STATES:

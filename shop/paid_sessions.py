@@ -3,16 +3,15 @@
 Nearly every event is a paid `checkout.session.completed` for an order awaiting exactly that
 payment. The general intake (`events.ingest`) spends eight round trips on it: BEGIN, record
 the event, read the order, lock the payment, pay the order, look for events waiting for the
-payment, record the outcome, COMMIT. Here it is one pipelined batch (`shop.batches`):
+payment, record the outcome, COMMIT. Here it is one pipelined transaction (`shop.batches`;
+the pipeline's closing Sync commits it, so no BEGIN or COMMIT travels):
 
-    BEGIN;
     take the payment's lock, as `orders.apply_session_event` does;
     WITH paid AS (pay the order, if it matches the session, holds its stock, the event is not
                   recorded yet, and no event waits for this payment),
          address AS (keep the shipping address the session carries, for the paid order),
          recorded AS (record the event as applied to the paid order)
     the paid order's public id;
-    COMMIT;
 
 Every write hangs on `paid`: if no order was paid, the transaction commits nothing, and the
 general intake handles the event (a repeat, a mismatch, a refund waiting for this payment,
@@ -94,5 +93,6 @@ def try_paying(event: Mapping[str, Any]) -> str | None:
     paid = answers[1].rows
     if not paid:
         return None
-    log.info("order %s -> %s", paid[0][0], orders.OrderStatus.PAID)
+    # One line for the event and the transition it made (the general intake writes two).
+    log.info("event %s %s: order %s -> %s", event["id"], event["type"], paid[0][0], orders.OrderStatus.PAID)
     return paid[0][0]
