@@ -100,7 +100,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
-    parser.add_argument("--cpu-profile", choices=("home", "status", "webhook", "checkout"),
+    parser.add_argument("--cpu-profile", choices=("home", "status", "webhook", "checkout", "floor_webhook", "floor_checkout", "floor_status"),
                         help="print cProfile's CPU-time table (cumulative) of one endpoint")
     parser.add_argument("--wire", choices=("home", "status", "webhook", "checkout"),
                         help="print what one request of an endpoint sends to PostgreSQL")
@@ -138,7 +138,7 @@ def main() -> int:
         public_id = orders[0][0]
         with app.app_context():
             trips = RoundTrips(db.engine, trace)
-        events = iter(bench.insert_orders(conn, "micro-webhooks", 40 + 2 * (n + 20), lines))
+        events = iter(bench.insert_orders(conn, "micro-webhooks", 40 + 3 * (n + 20), lines))
         conn.execute("UPDATE products SET stock = 100000000")
         conn.execute("ANALYZE")
         shoppers_file = workdir / "shoppers.tsv"
@@ -159,10 +159,12 @@ def main() -> int:
         def status():
             assert client.get(f"/orders/{public_id}/status").status_code == 200
 
+        stripe_client = app.test_client()  # Stripe sends no cookie
+
         def webhook():
             pid, sid, amount = next(events)
             body = bench.completed_event(pid, sid, amount)
-            answer = client.post("/webhooks/stripe", data=body, headers={
+            answer = stripe_client.post("/webhooks/stripe", data=body, headers={
                 "Content-Type": "application/json", "Stripe-Signature": bench.sign(body, secret)})
             assert answer.status_code == 200, answer.get_data(as_text=True)
 
@@ -189,6 +191,15 @@ def main() -> int:
                                                          "checkout_token": secrets.token_urlsafe(24)})
             assert answer.status_code == 303, answer.get_data(as_text=True)
 
+        floor_stripe_client = floors.app.test_client()
+
+        def floor_webhook():
+            pid, sid, amount = next(events)
+            body = bench.completed_event(pid, sid, amount)
+            answer = floor_stripe_client.post("/webhooks/stripe", data=body, headers={
+                "Content-Type": "application/json", "Stripe-Signature": bench.sign(body, secret)})
+            assert answer.status_code == 200, answer.get_data(as_text=True)
+
         print(f"{n} requests each, one thread, production config, PostgreSQL (database {stack.shop_db})\n")
         endpoints = (("home", "GET / (5 orders)", home), ("status", "GET /orders/<id>/status", status),
                      ("webhook", "POST /webhooks/stripe", webhook), ("checkout", "POST /checkout", checkout))
@@ -196,6 +207,7 @@ def main() -> int:
         rows += [measure(label, call, n, None) | {"slug": slug} for slug, label, call in (
             ("floor_home", "floor: GET / (5 orders)", floor_home),
             ("floor_status", "floor: GET /orders/<id>/status", floor_status),
+            ("floor_webhook", "floor: POST /webhooks/stripe", floor_webhook),
             ("floor_checkout", "floor: POST /checkout", floor_checkout))]
         if opts.wire:
             trips.take()
@@ -208,12 +220,22 @@ def main() -> int:
             import pstats
 
             profiler = cProfile.Profile(time.process_time)  # CPU only: waiting on the database is not counted
-            call = {slug: call for slug, _, call in endpoints}[opts.cpu_profile]
+            call = {slug: call for slug, _, call in endpoints} | {
+                "floor_webhook": floor_webhook, "floor_checkout": floor_checkout, "floor_status": floor_status}
+            call = call[opts.cpu_profile]
             profiler.enable()
             for _ in range(n):
                 call()
             profiler.disable()
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(60)
+            stats = pstats.Stats(profiler)
+            stats.sort_stats("cumulative").print_stats(60)
+            by_file: dict[str, float] = {}
+            for (filename, _, _), (_, _, own, _, _) in stats.stats.items():
+                package = filename.split("site-packages/")[-1].split("/")[0] if "site-packages" in filename else filename
+                by_file[package] = by_file.get(package, 0.0) + own
+            print("own CPU per request, by package or file:")
+            for package, own in sorted(by_file.items(), key=lambda item: -item[1])[:25]:
+                print(f"  {1e6 * own / n:8.1f} us  {package}")
         if opts.profile:
             from pyinstrument import Profiler
 
