@@ -79,17 +79,22 @@ def run(ctx: Context) -> None:
         shop_extra["REDIS_URL"] = REDIS_URL
     log(f"flash sale: {shoppers_count} shoppers over {window:g} s, Stripe at {STRIPE_LATENCY_MS} ms; "
         f"rate limits counted {'in Redis' if 'REDIS_URL' in shop_extra else 'per worker (no Redis)'}")
-    servers = {
-        "flash_sale": stack.start("shop_flash", "wsgi:app", stack.shop_env(emulator.port, **shop_extra),
-                                  "/static/favicon.svg", shop_port),
-        "floor_flash_sale": stack.start("floor_flash", "bench.floors:app", stack.floor_env(emulator.port),
-                                        "/orders/none/status"),
+    # One of the two servers at a time: each worker keeps the connections it opens
+    # (DATABASE_POOL_SIZE), and the run's other servers already hold theirs.
+    starts = {
+        "flash_sale": lambda: stack.start("shop_flash", "wsgi:app", stack.shop_env(emulator.port, **shop_extra),
+                                          "/static/favicon.svg", shop_port),
+        "floor_flash_sale": lambda: stack.start("floor_flash", "bench.floors:app", stack.floor_env(emulator.port),
+                                                "/orders/none/status"),
     }
-    _, quantity_fields = Browser(servers["flash_sale"].base).form()
+    quantity_fields: list[str] | None = None  # read from the shop's own page, which starts first
     results = ctx.figures.setdefault("flash_sale", {})
     try:
         for _ in range(opts.repeat):
-            for name, server in servers.items():
+            for name, start in starts.items():
+                server = start()
+                if quantity_fields is None:
+                    _, quantity_fields = Browser(server.base).form()
                 for stock, label in ((shoppers_count, name), (SCARCE_STOCK, f"{name}_stock_{SCARCE_STOCK}")):
                     conn.execute("UPDATE products SET stock = %s WHERE id = %s", (stock, product_id))
                     shoppers = signed_shoppers(stack.secret_key, shoppers_count)
@@ -110,6 +115,7 @@ def run(ctx: Context) -> None:
                     log(f"{label:<28} {figures['payment_pages']:4} payment pages, {figures['sold_out_pages']:4} sold out,"
                         f" {figures['other_answers']} other; p50 {figures['p50_s']:.2f} s p99 {figures['p99_s']:.2f} s"
                         f" max {figures['max_s']:.2f} s; {figures['checkouts_per_s']:.1f} checkouts/s")
+                stack.stop(server.name)
     finally:
         conn.execute("UPDATE products SET stock = 100000000 WHERE id = %s", (product_id,))
         for name in ("shop_flash", "floor_flash", "emulator_slow"):
