@@ -15,9 +15,10 @@ the answers whether to keep what they did:
 next begins (so the next one's statements see what the previous one committed), in one round
 trip. The last of them needs no BEGIN or COMMIT of its own: in pipeline mode everything sent
 after the last explicit transaction up to the pipeline's closing Sync is one implicit
-transaction, committed at the Sync, or rolled back whole if a statement fails. Statements are compiled once (`reads.compiled_for_postgresql`). Other databases (SQLite,
-in development and tests) run the same statements one by one through the ORM session, with
-the same transactions.
+transaction, committed at the Sync, or rolled back whole if a statement fails. Statements are
+compiled once (`reads.compiled_for_postgresql`). Other databases (SQLite, in development and
+tests) run the same statements one by one through the ORM session, with the same
+transactions.
 """
 from __future__ import annotations
 
