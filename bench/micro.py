@@ -8,8 +8,8 @@ through Flask's test client, measures for `GET /` (a browser with five orders, t
 each), `GET /orders/<id>/status`, the webhook and `POST /checkout` (by first-time shoppers,
 against the offline Stripe emulator in a gunicorn process of its own): CPU milliseconds per request (this
 process), wall milliseconds, and what really went over the wire to PostgreSQL per request
-(round trips and statements parsed, from libpq's protocol trace), and the same for the two
-floors (`bench/floors.py`). `--profile` writes a pyinstrument profile of each endpoint to
+(round trips and statements parsed, from libpq's protocol trace), and CPU and wall time for
+the floors of the same four endpoints (`bench/floors.py`). `--profile` writes a pyinstrument profile of each endpoint to
 `bench/results/`. Nothing in shop/ is changed. Single-threaded: it measures cost, not
 concurrency (bench/run.py does that).
 """
@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import shoppers as bench  # noqa: E402  (orders, shoppers and signed events, as bench/run.py makes them)
 from servers import Stack, connect  # noqa: E402
+
+ENDPOINTS = ("home", "status", "webhook", "checkout")
 
 
 class RoundTrips:
@@ -100,9 +102,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
-    parser.add_argument("--cpu-profile", choices=("home", "status", "webhook", "checkout", "floor_webhook", "floor_checkout", "floor_status"),
+    parser.add_argument("--cpu-profile", choices=ENDPOINTS + tuple(f"floor_{slug}" for slug in ENDPOINTS),
                         help="print cProfile's CPU-time table (cumulative) of one endpoint")
-    parser.add_argument("--wire", choices=("home", "status", "webhook", "checkout"),
+    parser.add_argument("--wire", choices=ENDPOINTS,
                         help="print what one request of an endpoint sends to PostgreSQL")
     parser.add_argument("--profile", action="store_true",
                         help="also profile each endpoint with pyinstrument (bench/results/micro-*.txt)")
@@ -159,14 +161,15 @@ def main() -> int:
         def status():
             assert client.get(f"/orders/{public_id}/status").status_code == 200
 
-        stripe_client = app.test_client()  # Stripe sends no cookie
-
-        def webhook():
-            pid, sid, amount = next(events)
-            body = bench.completed_event(pid, sid, amount)
-            answer = stripe_client.post("/webhooks/stripe", data=body, headers={
-                "Content-Type": "application/json", "Stripe-Signature": bench.sign(body, secret)})
-            assert answer.status_code == 200, answer.get_data(as_text=True)
+        def webhook_to(stripe_client):
+            """Each call pays the next of the prepared orders; Stripe sends no cookie."""
+            def webhook():
+                pid, sid, amount = next(events)
+                body = bench.completed_event(pid, sid, amount)
+                answer = stripe_client.post("/webhooks/stripe", data=body, headers={
+                    "Content-Type": "application/json", "Stripe-Signature": bench.sign(body, secret)})
+                assert answer.status_code == 200, answer.get_data(as_text=True)
+            return webhook
 
         def checkout():
             cookie, csrf, address = next(shoppers)  # a first-time shopper each time, as in bench/run.py
@@ -191,24 +194,17 @@ def main() -> int:
                                                          "checkout_token": secrets.token_urlsafe(24)})
             assert answer.status_code == 303, answer.get_data(as_text=True)
 
-        floor_stripe_client = floors.app.test_client()
-
-        def floor_webhook():
-            pid, sid, amount = next(events)
-            body = bench.completed_event(pid, sid, amount)
-            answer = floor_stripe_client.post("/webhooks/stripe", data=body, headers={
-                "Content-Type": "application/json", "Stripe-Signature": bench.sign(body, secret)})
-            assert answer.status_code == 200, answer.get_data(as_text=True)
-
         print(f"{n} requests each, one thread, production config, PostgreSQL (database {stack.shop_db})\n")
         endpoints = (("home", "GET / (5 orders)", home), ("status", "GET /orders/<id>/status", status),
-                     ("webhook", "POST /webhooks/stripe", webhook), ("checkout", "POST /checkout", checkout))
-        rows = [measure(label, call, n, trips) | {"slug": slug} for slug, label, call in endpoints]
-        rows += [measure(label, call, n, None) | {"slug": slug} for slug, label, call in (
+                     ("webhook", "POST /webhooks/stripe", webhook_to(app.test_client())),
+                     ("checkout", "POST /checkout", checkout))
+        floor_endpoints = (
             ("floor_home", "floor: GET / (5 orders)", floor_home),
             ("floor_status", "floor: GET /orders/<id>/status", floor_status),
-            ("floor_webhook", "floor: POST /webhooks/stripe", floor_webhook),
-            ("floor_checkout", "floor: POST /checkout", floor_checkout))]
+            ("floor_webhook", "floor: POST /webhooks/stripe", webhook_to(floors.app.test_client())),
+            ("floor_checkout", "floor: POST /checkout", floor_checkout))
+        rows = [measure(label, call, n, trips) | {"slug": slug} for slug, label, call in endpoints]
+        rows += [measure(label, call, n, None) | {"slug": slug} for slug, label, call in floor_endpoints]
         if opts.wire:
             trips.take()
             {slug: call for slug, _, call in endpoints}[opts.wire]()
@@ -220,9 +216,7 @@ def main() -> int:
             import pstats
 
             profiler = cProfile.Profile(time.process_time)  # CPU only: waiting on the database is not counted
-            call = {slug: call for slug, _, call in endpoints} | {
-                "floor_webhook": floor_webhook, "floor_checkout": floor_checkout, "floor_status": floor_status}
-            call = call[opts.cpu_profile]
+            call = {slug: call for slug, _, call in endpoints + floor_endpoints}[opts.cpu_profile]
             profiler.enable()
             for _ in range(n):
                 call()
