@@ -41,7 +41,18 @@ log = logging.getLogger("shop.events")
 # payment being applied can't miss each other. Taken in a statement of its own, so that the
 # next one's snapshot (READ COMMITTED) already sees a refund or a delivery of the same event
 # that committed meanwhile.
-LOCK_PAYMENT = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("payment_intent"), 0)))
+#
+# The same statement turns sequential scans off until the transaction ends. The payment's
+# statement is prepared once per pooled connection and PostgreSQL keeps the plan it makes by
+# the sixth run: made while the events table is a page or two (a new shop, a fresh database),
+# that plan reads the whole table for each of its two event lookups, and keeps doing so as the
+# table grows, each payment slower than the last, until autovacuum happens to re-analyze it.
+# Every lookup of that statement has its index (the event's id, the payment awaited): with
+# sequential scans off the plan uses them at any size.
+LOCK_PAYMENT = select(
+    func.pg_advisory_xact_lock(func.hashtextextended(bindparam("payment_intent"), 0)),
+    func.set_config("enable_seqscan", "off", True),
+)
 _PAID = (
     orders.PAY_MATCHING_ORDER.where(
         ~exists().where(StripeEvent.id == bindparam("event_id")),

@@ -62,9 +62,11 @@ CLIENT_HOLDS = (
         Product.name,
         Product.stock,
         func.sum(OrderItem.quantity),
-        select(_processing.public_id)
+        # min(), not LIMIT 1: a plan for LIMIT 1 may read the orders in table order hoping to
+        # stop at the first match, and a browser without a processing payment (nearly every
+        # one) has none, so it would read them all; without LIMIT the browser's index is used.
+        select(func.min(_processing.public_id))
         .where(_processing.shopper_id == bindparam("shopper_id"), _processing.status == OrderStatus.PROCESSING)
-        .limit(1)
         .scalar_subquery(),
     )
     .join(OrderItem, OrderItem.product_id == Product.id)

@@ -1,0 +1,83 @@
+"""The plans PostgreSQL keeps for the hot statements: indexes, whatever the tables held when planned.
+
+psycopg prepares a statement on its fifth run on a connection, and from the sixth PostgreSQL
+may keep one generic plan for it, made from the tables' sizes and statistics of that moment,
+until the table is analyzed again. A plan that reads a whole table is cheap while the table
+is small, or while its statistics make a match look likely; kept, it reads more rows with
+every order and every event. Here each statement's generic plan is asked for directly
+(`PREPARE`, `plan_cache_mode = force_generic_plan`, `EXPLAIN EXECUTE`).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from sqlalchemy import Executable
+
+from shop import paid_sessions, reservations
+from shop.extensions import db
+from shop.reads import autocommit_connection, compiled_for_postgresql
+
+pytestmark = pytest.mark.postgres_only
+
+
+def generic_plan(driver, statement: Executable, parameters: Mapping[str, Any], after: list[tuple[Executable, Mapping[str, Any]]]) -> str:
+    """The generic plan of `statement`, in a transaction that first runs the `after` statements (rolled back)."""
+    compiled = compiled_for_postgresql(statement)
+    values = compiled.construct_params(parameters)
+    names: list[str] = []
+
+    def numbered(match: re.Match) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    text = re.sub(r"%\((\w+)\)s", numbered, str(compiled))
+    literals = ", ".join("NULL" if values[name] is None else "'" + str(values[name]).replace("'", "''") + "'" for name in names)
+    driver.execute("BEGIN")
+    try:
+        for earlier, earlier_parameters in after:
+            done = compiled_for_postgresql(earlier)
+            driver.execute(str(done), done.construct_params(earlier_parameters))
+        driver.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        driver.execute(f"PREPARE planned AS {text}")
+        return "\n".join(row[0] for row in driver.execute(f"EXPLAIN EXECUTE planned({literals})"))
+    finally:
+        driver.execute("ROLLBACK")
+        driver.execute("DEALLOCATE ALL")
+
+
+def test_the_webhooks_payment_uses_its_indexes_though_planned_on_empty_tables(app):
+    """A new shop: no events yet, statistics say so. The payment's plan, made now and kept,
+    must still find the event and the order by their indexes once there are thousands."""
+    parameters = {
+        "session_id": "cs_test_1", "client_reference_id": "ord_1", "amount_total": 2400, "currency": "usd",
+        "payment_intent": "pi_1", "customer_email": "a@example.com", "presentment_amount": None,
+        "presentment_currency": None, "now": "2026-12-05 12:00:00+00", "event_id": "evt_1",
+        "event_type": "checkout.session.completed", "created": 1, **{f"ship_{field}": None for field in (
+            "name", "phone", "line1", "line2", "city", "state", "postal_code", "country")},
+    }
+    with app.app_context(), autocommit_connection() as driver:
+        driver.execute("ANALYZE")
+        plan = generic_plan(driver, paid_sessions.PAY_AND_RECORD, parameters, after=[(paid_sessions.LOCK_PAYMENT, parameters)])
+    assert "Seq Scan" not in plan, plan
+    assert "pk_stripe_events" in plan and "ix_stripe_events_waiting_for" in plan, plan
+
+
+def test_a_browsers_open_delayed_payment_is_looked_up_by_its_index(app):
+    """The checkout asks whether the browser has a delayed payment still processing (nearly
+    never). With one shopper owning most orders (statistics that make a match look likely),
+    a plan that reads the orders in table order to stop at the first match would read them
+    all for every other browser."""
+    with app.app_context(), autocommit_connection() as driver:
+        driver.execute(
+            "INSERT INTO orders (public_id, shopper_id, checkout_token, status, currency, amount_total, amount_refunded,"
+            " amount_refund_pending, created_at, updated_at)"
+            " SELECT 'ord_many_' || n, 'one-busy-browser', 'token-' || n, 'paid', 'usd', 2400, 0, 0, now(), now()"
+            " FROM generate_series(1, 3000) AS n"
+        )
+        driver.execute("ANALYZE orders")
+        plan = generic_plan(driver, reservations.CLIENT_HOLDS, {"client_key": "k", "shopper_id": "another-browser"}, after=[])
+    assert "Seq Scan on orders" not in plan, plan
