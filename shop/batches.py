@@ -8,8 +8,11 @@ the answers whether to keep what they did:
     with batches.transaction() as batch:
         answers = batch.run([(statement, parameters), ...])   # one round trip
         if all is well:
-            batch.commit()                                     # one more
+            batch.run([...], commit=True)                      # one more, COMMIT with it
     # left without commit: rolled back
+
+A statement that breaks a constraint raises `ConstraintBroken` with its place in the batch;
+with `commit=True` nothing of the transaction is then kept.
 
 `committed_one_after_another` sends several transactions at once, each committed before the
 next begins (so the next one's statements see what the previous one committed), in one round
@@ -29,11 +32,21 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Executable
+from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
 from .reads import autocommit_connection, compiled_for_postgresql
 
 Step = tuple[Executable, Mapping[str, Any]]
+
+
+class ConstraintBroken(Exception):
+    """The statement at `index` of a batch broke a constraint; the transaction is rolled back."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(f"statement {index} of the batch: {error}")
+        self.index = index
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -52,23 +65,41 @@ class Batch:
         self._begun = False
         self.committed = False
 
-    def run(self, steps: Sequence[Step]) -> list[Answer]:
-        """Run the statements, in order, in this transaction; their answers."""
-        if self._driver is None:
-            return [_through_session(statement, parameters) for statement, parameters in steps]
-        with self._driver.pipeline():
-            if not self._begun:
-                self._driver.execute("BEGIN")
-                self._begun = True
-            cursors = [_send(self._driver, statement, parameters) for statement, parameters in steps]
-        return [_answer_of(cursor) for cursor in cursors]
+    def run(self, steps: Sequence[Step], commit: bool = False) -> list[Answer]:
+        """Run the statements, in order, in this transaction; their answers.
 
-    def commit(self) -> None:
+        With `commit`, the COMMIT travels with them: nothing runs between the last statement
+        and the commit, so row locks they take are held for no longer than the server needs.
+        """
         if self._driver is None:
-            db.session.commit()
-        elif self._begun:
-            self._driver.execute("COMMIT")
-        self.committed = True
+            answers = []
+            for index, (statement, parameters) in enumerate(steps):
+                try:
+                    answers.append(_through_session(statement, parameters))
+                except IntegrityError as exc:
+                    raise ConstraintBroken(index, exc) from exc
+            if commit:
+                db.session.commit()
+                self.committed = True
+            return answers
+        cursors: list[psycopg.Cursor] = []
+        try:
+            with self._driver.pipeline():
+                if not self._begun:
+                    self._driver.execute("BEGIN")
+                    self._begun = True
+                for statement, parameters in steps:
+                    cursors.append(_send(self._driver, statement, parameters))
+                if commit:
+                    self._driver.execute("COMMIT")
+        except psycopg.errors.IntegrityError as exc:
+            # The statement that failed has no result; those before it have theirs.
+            failed = next((index for index, cursor in enumerate(cursors) if cursor.pgresult is None), None)
+            if failed is None:
+                raise
+            raise ConstraintBroken(failed, exc) from exc
+        self.committed = commit
+        return [_answer_of(cursor) for cursor in cursors]
 
     def roll_back_unless_committed(self) -> None:
         if self.committed:

@@ -1,11 +1,18 @@
-"""Placing an order: the order, its items, its stock and its client's bounds in one round trip.
+"""Placing an order: the order, its items, its client's bounds and its stock in two round trips.
 
 A new order is `pending` and holds its units from the moment it is placed (see `shop.orders`
-for what happens to it after). Everything is one transaction, sent as one batch
-(`shop.batches`): the order first (a twin submission of the same form finds its checkout
-token taken), the stock last, each product's row locked from its conditional UPDATE to the
-commit, in one order of products (no deadlocks); the client's bounds are read after that, so
-concurrent checkouts of the same products count each other.
+for what happens to it after). Everything is one transaction, sent as two batches
+(`shop.batches`):
+
+1. the client's lock (its concurrent checkouts take turns, so each counts the others), the
+   order (a twin submission of the same form finds its checkout token taken), its items, and
+   what the client already holds, for the bounds to check;
+2. the stock, product by product in one order (no deadlocks), with the COMMIT.
+
+Every checkout takes the same products' rows, so how long each holds them is what limits a
+crowd: taken in the last batch, they are held only while the server runs it, never while
+the shop waits for an answer. Stock can't go below zero (the products' CHECK constraint): a
+product without enough units breaks it, and nothing of the order is kept.
 """
 from __future__ import annotations
 
@@ -13,13 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Executable, Integer, String, bindparam, insert, select
+from sqlalchemy import Executable, Integer, String, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import make_transient_to_detached
 
-from . import batches, orders
+from . import batches
 from .extensions import db
-from .models import Order, OrderItem, utcnow
+from .models import Order, OrderItem, Product, utcnow
 from .orders import CheckoutTokenConflict, OrderStatus, new_public_id, out_of_stock
 
 
@@ -42,11 +49,12 @@ class CartLine:
 class Bounds:
     """A new order's check against what its client already holds (see `shop.reservations`).
 
-    `query` runs in the order's transaction after its stock is reserved, while the products'
-    rows are locked, so concurrent checkouts of the same products count each other; `check`
-    reads its rows and raises to undo the order and its reservation.
+    `lock` (PostgreSQL) serializes the client's checkouts; `query` runs in the order's
+    transaction once the order is in and before its stock is taken, so concurrent checkouts
+    of the same client count each other; `check` reads its rows and raises to undo the order.
     """
 
+    lock: Executable
     query: Executable
     parameters: Callable[[Order], Mapping[str, Any]]
     check: Callable[[Order, list[tuple[Any, ...]]], None]
@@ -83,6 +91,14 @@ INSERT_ITEM = (
         ).where(Order.public_id == bindparam("public_id")),
     )
     .returning(OrderItem.id)
+)
+# Unconditional: the products' CHECK constraint refuses a stock below zero, and fails the
+# transaction, so the COMMIT can travel with it.
+TAKE_STOCK = (
+    update(Product)
+    .where(Product.id == bindparam("product_id"))
+    .values(stock=Product.stock - bindparam("quantity"))
+    .execution_options(synchronize_session=False)
 )
 
 
@@ -124,31 +140,38 @@ def place_order(
             for line in lines
         ],
     )
-    by_product = sorted(lines, key=lambda line: line.product.id)
-    steps: list[batches.Step] = [
+    new_order: list[batches.Step] = [
         (INSERT_ORDER[db.engine.dialect.name], {"new_" + name: getattr(order, name) for name in NEW_ORDER_COLUMNS} | {"now": now}),
         *((INSERT_ITEM, {"public_id": order.public_id, "item_product_id": item.product_id, "item_product_name": item.product_name,
                          "item_quantity": item.quantity, "item_unit_amount": item.unit_amount}) for item in order.items),
-        *((orders.RESERVE_STOCK, {"product_id": line.product.id, "quantity": line.quantity}) for line in by_product),
     ]
+    lock: list[batches.Step] = []
+    holds: list[batches.Step] = []
     if bounds is not None:
-        steps.append((bounds.query, bounds.parameters(order)))
+        holds = [(bounds.query, bounds.parameters(order))]
+        if db.engine.dialect.name == "postgresql":  # SQLite serializes every writing transaction already
+            lock = [(bounds.lock, bounds.parameters(order))]
+    by_product = sorted(lines, key=lambda line: line.product.id)
+    take_stock = [(TAKE_STOCK, {"product_id": line.product.id, "quantity": line.quantity}) for line in by_product]
     with batches.transaction() as batch:
-        placed, *answers = batch.run(steps)
-        items, reserved = answers[:len(order.items)], answers[len(order.items):len(order.items) + len(by_product)]
-        short = next((line for line, answer in zip(by_product, reserved, strict=True) if not answer.rowcount), None)
-        if placed.rows and short is None:
+        placed, *answers = batch.run([*lock, *new_order, *holds])[len(lock):]
+        items, held = answers[:len(order.items)], answers[len(order.items):]
+        if placed.rows:
             if bounds is not None:
-                bounds.check(order, answers[-1].rows)
-            batch.commit()
-            order.id = placed.rows[0][0]
-            for item, answer in zip(order.items, items, strict=True):
-                item.id, item.order_id = answer.rows[0][0], order.id
-                make_transient_to_detached(item)
-            make_transient_to_detached(order)
-            return order, True
+                bounds.check(order, held[0].rows)
+            try:
+                batch.run(take_stock, commit=True)
+            except batches.ConstraintBroken as broken:
+                short = by_product[broken.index].product.id
+            else:
+                order.id = placed.rows[0][0]
+                for item, answer in zip(order.items, items, strict=True):
+                    item.id, item.order_id = answer.rows[0][0], order.id
+                    make_transient_to_detached(item)
+                make_transient_to_detached(order)
+                return order, True
     if placed.rows:
-        raise out_of_stock(short.product.id)
+        raise out_of_stock(short)
     existing = db.session.scalar(select(Order).where(Order.checkout_token == checkout_token))
     if existing is None:  # the order holding this token is gone: the form can't be used again
         raise CheckoutTokenConflict(checkout_token)

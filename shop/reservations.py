@@ -77,14 +77,19 @@ CLIENT_HOLDS = (
 )
 
 
+# One client's checkouts take turns (to the end of each transaction), whatever they buy. Seed 1:
+# other keys than the payments' locks (orders.lock_payment, seed 0).
+CLIENT_LOCK = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("client_key"), 1)))
+
+
 def client_bounds(share: float, full_cart: int) -> placing.Bounds:
     """The `bounds` of placing.place_order for a new order: ShareExceeded or PaymentStillProcessing.
 
-    CLIENT_HOLDS runs once the order's stock is reserved, while the products' rows are locked,
-    so concurrent checkouts of the same products count each other, and raising undoes the
-    order and its reservation.
+    CLIENT_HOLDS runs after the order is in and before its stock is taken, under the client's
+    lock, so concurrent checkouts of the same client count each other; raising undoes the order.
     """
     return placing.Bounds(
+        lock=CLIENT_LOCK,
         query=CLIENT_HOLDS,
         parameters=lambda order: {"client_key": order.client_key, "shopper_id": order.shopper_id},
         check=lambda order, holds: _check_holds(order, holds, share, full_cart),
@@ -100,9 +105,12 @@ def _check_holds(order: Order, holds: list[tuple], share: float, full_cart: int)
             "(Your orders shows when). Nothing was charged for this one."
         )
     asked = {item.product_id: item.quantity for item in order.items}
-    for product_id, name, in_stock, units, _ in holds:
+    for product_id, name, stock, units, _ in holds:
         if product_id not in asked:
             continue
+        in_stock = stock - asked[product_id]  # once this order's units are taken
+        if in_stock < 0:
+            continue  # not enough units: taking them fails, and the shopper is told so
         bound = share_bound(in_stock, units, share, full_cart)
         if units > bound:
             already = units - asked[product_id]

@@ -265,6 +265,33 @@ class WireTrace:
             sent = trace.read()
         return sent.count(b"\tReadyForQuery\t"), sent.count(b"\tParse\t")
 
+    def statements_by_round_trip(self, action: Any) -> list[list[str]]:
+        """The statements sent while `action()` runs, one list per round trip.
+
+        A prepared statement run again is named by its text, from the Parse that prepared it.
+        """
+        import re
+
+        with open(self.path, "rb") as trace:
+            start = trace.seek(0, 2)
+        action()
+        with open(self.path, "rb") as trace:
+            whole = trace.read()
+        text, recent = whole.decode(errors="replace"), whole[start:].decode(errors="replace")
+        message = re.compile(r'^([FB])\t\d+\t(\w+)\t?(.*?)(?=^[FB]\t\d+\t|\Z)', re.M | re.S)
+        prepared = {m[1]: m[2] for m in re.finditer(r'\tParse\t "(\w+)" "(.*?)" \d', text, re.S)}
+        trips: list[list[str]] = [[]]
+        for side, kind, rest in message.findall(recent):
+            if side == "B" and kind == "ReadyForQuery":
+                trips.append([])
+            elif side == "F" and kind == "Query":
+                trips[-1].append(re.match(r'\s*"(.*)"\s*$', rest, re.S)[1])
+            elif side == "F" and kind == "Parse" and rest.startswith(' "" '):
+                trips[-1].append(re.match(r' "" "(.*?)" \d', rest, re.S)[1])
+            elif side == "F" and kind == "Bind" and not rest.startswith(' "" ""'):
+                trips[-1].append(prepared[re.match(r' "" "(\w+)"', rest)[1]])
+        return [trip for trip in trips if trip]
+
 
 def patch_order_handler(monkeypatch: Any, name: str, replacement: Any) -> None:
     """Replace a handler in `shop.orders` (to inject a fault) for every event.

@@ -204,7 +204,7 @@ def test_a_twin_holding_the_idempotency_key_does_not_fail_the_order(app, shop, m
 def test_a_new_checkout_takes_three_database_round_trips_and_holds_no_connection_while_stripe_answers(
     app, monkeypatch, tmp_path
 ):
-    """From libpq's own trace: the order's transaction (one pipelined batch and its COMMIT),
+    """From libpq's own trace: the order's transaction (two pipelined batches, COMMIT in the second),
     then the session's record with the claim of the browser's older sessions (two transactions,
     one round trip); nothing parsed again. The products come from the page's cache, as in
     production. Stripe's side is a stand-in here, so that only the shop's own traffic is counted."""
@@ -235,3 +235,20 @@ def test_a_new_checkout_takes_three_database_round_trips_and_holds_no_connection
         order = db.session.scalar(select(Order).order_by(Order.id.desc()))
         placed = (order.status, order.amount_total, sorted(item.quantity for item in order.items))
     assert placed == ("awaiting_payment", 1 * 2400 + 2 * 3200, [1, 2])
+
+
+@pytest.mark.postgres_only
+def test_the_products_rows_are_taken_in_the_round_trip_that_commits(app, monkeypatch, tmp_path):
+    """Every checkout takes the same products' rows: from the stock's UPDATE to the COMMIT
+    nothing may wait for the shop (its answer, its bounds check, a busy worker), or a crowd
+    queues on those rows. From libpq's trace: the round trip that takes the stock commits."""
+    monkeypatch.setattr(stripe_gateway, "create_checkout_session", lambda order, success_url, cancel_url: (
+        stripe_gateway.CheckoutSession(id=f"cs_test_{order.public_id[4:]}", url="https://checkout.stripe.com/c/pay/x")))
+    shopper = ShopClient(app)
+    fields = shopper.form_fields()
+    with WireTrace(app, str(tmp_path / "libpq.trace")) as wire:
+        trips = wire.statements_by_round_trip(lambda: shopper.checkout({"enamel-mug": 1, "canvas-tote": 2}, fields=fields))
+    taking_stock = [trip for trip in trips if any(statement.startswith("UPDATE products") for statement in trip)]
+    assert len(taking_stock) == 1, trips
+    (trip,) = taking_stock
+    assert trip[-1] == "COMMIT" and all(s.startswith("UPDATE products") for s in trip[:-1]), trip
