@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import Executable
 
 from shop import paid_sessions, reservations
-from shop.extensions import db
 from shop.reads import autocommit_connection, compiled_for_postgresql
 
 pytestmark = pytest.mark.postgres_only
