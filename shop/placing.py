@@ -148,9 +148,10 @@ def place_order(
     lock: list[batches.Step] = []
     holds: list[batches.Step] = []
     if bounds is not None:
-        holds = [(bounds.query, bounds.parameters(order))]
+        parameters = bounds.parameters(order)
+        holds = [(bounds.query, parameters)]
         if db.engine.dialect.name == "postgresql":  # SQLite serializes every writing transaction already
-            lock = [(bounds.lock, bounds.parameters(order))]
+            lock = [(bounds.lock, parameters)]
     by_product = sorted(lines, key=lambda line: line.product.id)
     take_stock = [(TAKE_STOCK, {"product_id": line.product.id, "quantity": line.quantity}) for line in by_product]
     with batches.transaction() as batch:
