@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Executable
 
-from shop import paid_sessions, reservations
+from shop import orders, paid_sessions, reservations
 from shop.reads import autocommit_connection, compiled_for_postgresql
 
 pytestmark = pytest.mark.postgres_only
@@ -79,4 +79,33 @@ def test_a_browsers_open_delayed_payment_is_looked_up_by_its_index(app):
         )
         driver.execute("ANALYZE orders")
         plan = generic_plan(driver, reservations.CLIENT_HOLDS, {"client_key": "k", "shopper_id": "another-browser"}, after=[])
+    assert "Seq Scan on orders" not in plan, plan
+
+
+
+
+
+@pytest.mark.parametrize("history", [
+    pytest.param("", id="new shop"),
+    pytest.param("'a-regular', 'paid'", id="one regular browser"),
+    pytest.param("'browser-' || n % 2000, CASE WHEN n % 50 = 0 THEN 'awaiting_payment' ELSE 'paid' END", id="many browsers"),
+])
+def test_the_claim_of_a_browsers_older_sessions_reads_only_that_browsers_open_orders(app, history):
+    """A flash sale: thousands of browsers each with an order awaiting payment arrive after
+    the statistics were taken (on a new shop, or one where most orders are paid). Claiming one
+    browser's older sessions must go straight to its own unclaimed orders: plans by status
+    alone, or by id below the browser's newest, read more rows with every order."""
+    insert = ("INSERT INTO orders (public_id, shopper_id, status, checkout_token, currency, amount_total,"
+              " amount_refunded, amount_refund_pending, created_at, updated_at)"
+              " SELECT '{kind}-' || n, {browser_and_status}, '{kind}-' || n, 'usd', 2400, 0, 0, now(), now()"
+              " FROM generate_series(1, {count}) AS n")
+    with app.app_context(), autocommit_connection() as driver:
+        if history:
+            driver.execute(insert.format(kind="before", browser_and_status=history, count=5000))
+        driver.execute("ANALYZE orders")
+        driver.execute(insert.format(kind="crowd", browser_and_status="'crowd-' || n, 'awaiting_payment'", count=3000))
+        parameters = {"browser": "crowd-7", "order_id": 7, "session_id": "cs_test_7", "now": "2026-12-06 12:00:00+00"}
+        plan = generic_plan(driver, orders.CLAIM_EARLIER_SESSIONS, parameters, after=[])
+    # Both lookups by browser (its newest open order, then the older ones) use the partial index.
+    assert plan.count("using ix_orders_shopper_open on orders") == 2, plan
     assert "Seq Scan on orders" not in plan, plan
