@@ -12,7 +12,7 @@ session cookie), so someone guessing at the operator's username can't lock them 
 per-address limit is short (a minute).
 
 Counts live in Redis when `REDIS_URL` is set (shared by every worker and dyno), otherwise in
-each process's memory. If Redis stops answering, or answers slower than `REDIS_TIMEOUT_MS` (50 ms), each worker
+each process's memory (`shop.limit_counts`). If Redis stops answering, or answers slower than `REDIS_TIMEOUT_MS` (50 ms), each worker
 counts in its own memory until it answers in time again (logged as a warning): shoppers are
 never refused, nor slowed more than one timeout, because Redis is down or slow.
 """
@@ -24,9 +24,11 @@ import time
 
 from flask import Flask, Response, current_app, request, session
 from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
+from limits.strategies import STRATEGIES
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import limit_counts
 from .client_address import client_address
 from .shoppers import current_shopper_id
 
@@ -86,7 +88,7 @@ def init_app(app: Flask) -> None:
 
     limiter = Limiter(
         key_func=client_ip,
-        storage_uri=redis_url or "memory://",
+        storage_uri=redis_url or f"{limit_counts.SCHEME}://",
         storage_options=_redis_options(redis_url, config["REDIS_TIMEOUT_MS"] / 1000) if redis_url else {},
         strategy="moving-window",
         key_prefix=config["RATELIMIT_KEY_PREFIX"],
@@ -98,6 +100,7 @@ def init_app(app: Flask) -> None:
         headers_enabled=False,  # the 429 page sets Retry-After; other answers need no extra Redis call
     )
     _limit_only_the_operator_blueprint_and_the_checkout(app, limiter)
+    _count_in_swept_memory_when_redis_is_down(limiter)
     app.extensions["shop_limiter"] = limiter
     _route_logs_to_the_shops_handler(logging.getLogger("flask-limiter"))
 
@@ -135,6 +138,12 @@ def _limit_only_the_operator_blueprint_and_the_checkout(app: Flask, limiter: Lim
         # First in the blueprint's lists: the check runs before `require_operator`, and the
         # deduction (after-request hooks run in reverse) after `never_cache`, as app-wide.
         registry[OPERATOR_BLUEPRINT][:0] = added
+
+
+def _count_in_swept_memory_when_redis_is_down(limiter: Limiter) -> None:
+    """Flask-Limiter's fallback counts in limits' MemoryStorage; give it the swept one (shop.limit_counts)."""
+    limiter._fallback_storage = limit_counts.SweptMemoryStorage()
+    limiter._fallback_limiter = STRATEGIES[limiter._strategy](limiter._fallback_storage)
 
 
 def _redis_options(url: str, timeout_seconds: float) -> dict:

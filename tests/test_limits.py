@@ -22,10 +22,11 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from flask import Flask, request
 from flask_limiter import Limiter
+from limits.storage import MemoryStorage
 from sqlalchemy import select
 
 from config import Config, ConfigError
-from shop import stripe_emulator
+from shop import limit_counts, stripe_emulator
 from shop.extensions import db
 from shop.models import Product
 from tests.conftest import seeded_app
@@ -179,6 +180,30 @@ def test_redis_down_lets_shoppers_through_counts_in_memory_and_logs_a_warning(
 
         codes = [Browser(app, "203.0.113.10").checkout({"enamel-mug": 1}).status_code for _ in range(10)]
         assert codes == [303] * 9 + [429]  # the worker's own count still stops a burst
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("redis_url", [None, "redis://127.0.0.1:9/0"], ids=["without Redis", "Redis down"])
+def test_counts_in_memory_are_swept_a_few_times_a_minute_not_after_every_checkout(
+    database_url: str, redis_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch: shoppers from many addresses start checkouts one after another. Counted in a
+    worker's memory, each checkout keeps four counts for an hour, and a sweep for expired
+    entries reads all of them: run after every checkout, a worker with a few thousand
+    shoppers behind it spent its time sweeping."""
+    sweeps: list[float] = []
+    sweep = MemoryStorage._MemoryStorage__expire_events
+    monkeypatch.setattr(MemoryStorage, "_MemoryStorage__expire_events",
+                        lambda storage: (sweeps.append(time.monotonic()), sweep(storage)))
+    with limited_app(database_url, redis_url) as app:
+        time.sleep(0.1)  # the storage's sweep when created
+        sweeps.clear()
+        started = time.monotonic()
+        codes = [Browser(app, f"198.51.100.{n}").checkout({"enamel-mug": 1}).status_code for n in range(1, 16)]
+        elapsed = time.monotonic() - started
+        time.sleep(0.1)
+    assert codes == [303] * 15
+    assert 1 <= len(sweeps) <= 1 + elapsed / limit_counts.SWEEP_SECONDS, (len(sweeps), elapsed)
 
 
 def test_a_malformed_limit_setting_is_refused_at_start(database_url: str) -> None:
