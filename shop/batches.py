@@ -161,6 +161,16 @@ def committed_one_after_another(*transactions: Sequence[Step]) -> list[list[Answ
             raise
 
 
+def committed(statement: Executable, parameters: Mapping[str, Any]) -> Answer:
+    """Run one statement as a transaction of its own, in one round trip (no pipeline needed)."""
+    if db.engine.dialect.name != "postgresql":
+        answer = _through_session(statement, parameters)
+        db.session.commit()
+        return answer
+    with autocommit_connection() as driver:
+        return _answer_of(_send(driver, statement, parameters))
+
+
 def _send(driver: psycopg.Connection, statement: Executable, parameters: Mapping[str, Any]) -> psycopg.Cursor:
     compiled = compiled_for_postgresql(statement)
     return driver.execute(str(compiled), compiled.construct_params(parameters))

@@ -1,24 +1,27 @@
-"""The webhook's common case in one database round trip.
+"""The webhook's common case in one database round trip, one statement.
 
 Nearly every event is a paid `checkout.session.completed` for an order awaiting exactly that
 payment. The general intake (`events.ingest`) spends eight round trips on it: BEGIN, record
 the event, read the order, lock the payment, pay the order, look for events waiting for the
-payment, record the outcome, COMMIT. Here it is one pipelined transaction (`shop.batches`;
-the pipeline's closing Sync commits it, so no BEGIN or COMMIT travels):
+payment, record the outcome, COMMIT. Here it is one statement, its own transaction:
 
-    take the payment's lock, as `orders.apply_session_event` does;
-    WITH paid AS (pay the order, if it matches the session, holds its stock, the event is not
-                  recorded yet, and no event waits for this payment),
+    WITH paid AS (pay the order, if it matches the session and holds its stock, and then
+                  shop_payment_unclaimed(payment, event): the payment's lock taken, neither
+                  this event nor a refund waiting for this payment is recorded),
          address AS (keep the shipping address the session carries, for the paid order),
          recorded AS (record the event as applied to the paid order)
     the paid order's public id;
 
-Every write hangs on `paid`: if no order was paid, the transaction commits nothing, and the
-general intake handles the event (a repeat, a mismatch, a refund waiting for this payment,
-an order already paid, expired or unknown, an order that has not recorded this session yet,
-an error). So this path only ever does what the general one would have done, with the same
-locks in the same order: two deliveries of one event take the payment's lock in turn, and
-the second's statement (a new snapshot, READ COMMITTED) sees the first's record. PostgreSQL
+`shop_payment_unclaimed` (migration 0008) takes the lock `orders.lock_payment` takes, and
+only then looks: its queries take a snapshot of their own (a VOLATILE function's do), so they
+see a refund, or a delivery of the same event, that committed while the lock was waited for;
+the statement's own snapshot is older than the lock. It runs for the matching order only
+(the cheap conditions are checked first), so an event that pays nothing takes no lock here.
+
+Every write hangs on `paid`: if no order was paid, nothing is kept, and the general intake
+handles the event (a repeat, a mismatch, a refund waiting for this payment, an order already
+paid, expired or unknown, an order that has not recorded this session yet, an error). So this
+path only ever does what the general one would have done, with the same lock. PostgreSQL
 only: elsewhere every event takes the general way.
 """
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from sqlalchemy import DateTime, Integer, String, bindparam, exists, func, literal, select
+from sqlalchemy import Boolean, DateTime, Integer, String, bindparam, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 
 from . import batches, fulfilment, orders
@@ -37,28 +40,10 @@ from .models import EventState, StripeEvent
 
 log = logging.getLogger("shop.events")
 
-# The same lock as orders.lock_payment: a refund deciding to wait for this payment and this
-# payment being applied can't miss each other. Taken in a statement of its own, so that the
-# next one's snapshot (READ COMMITTED) already sees a refund or a delivery of the same event
-# that committed meanwhile.
-#
-# The same statement turns sequential scans off until the transaction ends. The payment's
-# statement is prepared once per pooled connection and PostgreSQL keeps the plan it makes by
-# the sixth run: made while the events table is a page or two (a new shop, a fresh database),
-# that plan reads the whole table for each of its two event lookups, and keeps doing so as the
-# table grows, each payment slower than the last, until autovacuum happens to re-analyze it.
-# Every lookup of that statement has its index (the event's id, the payment awaited): with
-# sequential scans off the plan uses them at any size.
-LOCK_PAYMENT = select(
-    func.pg_advisory_xact_lock(func.hashtextextended(bindparam("payment_intent"), 0)),
-    func.set_config("enable_seqscan", "off", True),
-)
-_PAID = (
-    orders.PAY_MATCHING_ORDER.where(
-        ~exists().where(StripeEvent.id == bindparam("event_id")),
-        ~exists().where(StripeEvent.state == EventState.WAITING, StripeEvent.waiting_for == bindparam("payment_intent")),
-    )
-).cte("paid")
+# Called after the order's cheap conditions (PostgreSQL orders a row's conditions by cost),
+# and per row, never once up front: a volatile function is never a one-time filter.
+_UNCLAIMED = func.shop_payment_unclaimed(bindparam("payment_intent"), bindparam("event_id"), type_=Boolean)
+_PAID = orders.PAY_MATCHING_ORDER.where(_UNCLAIMED).cte("paid")
 _RECORDED = (
     insert(StripeEvent)
     .from_select(
@@ -95,13 +80,12 @@ def try_paying(event: Mapping[str, Any]) -> str | None:
     parameters |= fulfilment.address_parameters(event["data"]["object"])
     parameters |= {"event_id": event["id"], "event_type": event["type"], "created": event["created"]}
     try:
-        (answers,) = batches.committed_one_after_another([(LOCK_PAYMENT, parameters), (PAY_AND_RECORD, parameters)])
+        paid = batches.committed(PAY_AND_RECORD, parameters).rows
     except psycopg.Error as exc:
         # Nothing was changed, or (a COMMIT whose answer was lost) the event was applied:
         # either way the general intake now does the right thing, and records a failure.
         log.warning("event %s: fast path failed (%s); the general intake takes it", event["id"], exc)
         return None
-    paid = answers[1].rows
     if not paid:
         return None
     # One line for the event and the transition it made (the general intake writes two).

@@ -49,8 +49,10 @@ def generic_plan(driver, statement: Executable, parameters: Mapping[str, Any], a
 
 
 def test_the_webhooks_payment_uses_its_indexes_though_planned_on_empty_tables(app):
-    """A new shop: no events yet, statistics say so. The payment's plan, made now and kept,
-    must still find the event and the order by their indexes once there are thousands."""
+    """A new shop: a hundred orders, no events yet, statistics say so. The payment's plans,
+    made now and kept, must still find the order and the event by their indexes once there
+    are thousands: the statement's own, and those of the lookups `shop_payment_unclaimed`
+    makes after the lock (sequential scans are off inside it)."""
     parameters = {
         "session_id": "cs_test_1", "client_reference_id": "ord_1", "amount_total": 2400, "currency": "usd",
         "payment_intent": "pi_1", "customer_email": "a@example.com", "presentment_amount": None,
@@ -59,10 +61,31 @@ def test_the_webhooks_payment_uses_its_indexes_though_planned_on_empty_tables(ap
             "name", "phone", "line1", "line2", "city", "state", "postal_code", "country")},
     }
     with app.app_context(), autocommit_connection() as driver:
+        driver.execute(
+            "INSERT INTO orders (public_id, shopper_id, checkout_token, status, stripe_session_id, currency,"
+            " amount_total, amount_refunded, amount_refund_pending, created_at, updated_at)"
+            " SELECT 'ord_' || n, 'browser-' || n, 'token-' || n, 'paid', 'cs_' || n, 'usd', 2400, 0, 0, now(), now()"
+            " FROM generate_series(1, 100) AS n"
+        )
         driver.execute("ANALYZE")
-        plan = generic_plan(driver, paid_sessions.PAY_AND_RECORD, parameters, after=[(paid_sessions.LOCK_PAYMENT, parameters)])
-    assert "Seq Scan" not in plan, plan
-    assert "pk_stripe_events" in plan and "ix_stripe_events_waiting_for" in plan, plan
+        statement_plan = generic_plan(driver, paid_sessions.PAY_AND_RECORD, parameters, after=[])
+        # The function's queries are planned inside it: auto_explain shows those plans.
+        notices: list[str] = []
+        driver.add_notice_handler(lambda notice: notices.append(notice.message_primary or ""))
+        driver.execute("BEGIN")
+        try:
+            for setting in ("LOAD 'auto_explain'", "SET LOCAL auto_explain.log_min_duration = 0",
+                            "SET LOCAL auto_explain.log_nested_statements = on", "SET LOCAL client_min_messages = log",
+                            "SET LOCAL plan_cache_mode = force_generic_plan"):
+                driver.execute(setting)
+            driver.execute("SELECT shop_payment_unclaimed('pi_1', 'evt_1')")
+        finally:
+            driver.execute("ROLLBACK")
+    assert "Seq Scan" not in statement_plan, statement_plan
+    assert "uq_orders_stripe_session_id" in statement_plan, statement_plan
+    lookups = "\n".join(notice for notice in notices if "stripe_events" in notice)
+    assert "Seq Scan" not in lookups, lookups
+    assert "pk_stripe_events" in lookups and "ix_stripe_events_waiting_for" in lookups, lookups
 
 
 def test_a_browsers_open_delayed_payment_is_looked_up_by_its_index(app):

@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
 from sqlalchemy import func, select, text
 
+from shop import events
 from shop.extensions import db
-from shop.models import StripeEvent
+from shop.models import EventState, StripeEvent
 from tests.helpers import (
     ShopClient,
     WireTrace,
     count,
     get_order,
     post_event,
+    refund_event,
     session_event,
     sign,
     snapshot,
@@ -130,7 +133,7 @@ def test_processing_error_answers_500_and_leaves_the_event_for_a_retry(app, orde
         raise RuntimeError("database went away")
 
     monkeypatch.setattr("shop.orders.apply_session_event", broken)
-    monkeypatch.setattr("shop.paid_sessions.LOCK_PAYMENT", text("SELECT 1/0"))  # and the fast path's database fails
+    monkeypatch.setattr("shop.paid_sessions.PAY_AND_RECORD", text("SELECT 1/0"))  # and the fast path's database fails
     app.config["PROPAGATE_EXCEPTIONS"] = False  # answer as production would, not raise into the test
     response = post_event(app, event)
     assert response.status_code == 500
@@ -149,7 +152,7 @@ def test_processing_error_answers_500_and_leaves_the_event_for_a_retry(app, orde
 
 @pytest.mark.postgres_only
 def test_paid_completion_takes_one_database_round_trip(app, order, tmp_path):
-    """The common case goes over the wire as one pipelined batch, COMMIT included (libpq's own trace)."""
+    """The common case goes over the wire as one statement, its own transaction (libpq's own trace)."""
     with WireTrace(app, str(tmp_path / "libpq.trace")) as wire:
         for _ in range(6):  # psycopg prepares a statement on its fifth run
             other = ShopClient(app).start({"enamel-mug": 1})
@@ -160,9 +163,59 @@ def test_paid_completion_takes_one_database_round_trip(app, order, tmp_path):
 
 
 @pytest.mark.postgres_only
+def test_a_refund_that_decides_to_wait_while_its_payment_waits_for_the_lock_is_applied(app, order, monkeypatch):
+    """A refund's delivery finds no paid order, so it records that it waits for the payment;
+    before it commits, the payment's delivery arrives and waits for the payment's lock. Once
+    the refund commits, the payment must see it (a look taken before the lock would not) and
+    apply it: the order ends refunded, never paid with a refund waiting forever."""
+    payment_intent = "pi_refund_first_" + order.public_id[-8:]
+    payment = session_event(order, "checkout.session.completed", payment_intent=payment_intent)
+    total = get_order(app, order.public_id).amount_total
+    refund = refund_event(payment_intent, total, total)
+    refund_waits, let_refund_commit = threading.Event(), threading.Event()
+    record = events._record
+
+    def record_then_hold(event, outcome):
+        record(event, outcome)
+        if outcome.state == EventState.WAITING:
+            refund_waits.set()
+            let_refund_commit.wait(timeout=30)
+
+    monkeypatch.setattr(events, "_record", record_then_hold)
+    answers: dict[str, int] = {}
+
+    def deliver(name: str, event: dict) -> None:
+        answers[name] = post_event(app, event).status_code
+
+    refund_thread = threading.Thread(target=deliver, args=("refund", refund))
+    refund_thread.start()
+    assert refund_waits.wait(timeout=30)
+    payment_thread = threading.Thread(target=deliver, args=("payment", payment))
+    payment_thread.start()
+    with app.app_context():  # the payment is waiting for the lock the refund holds
+        for _ in range(300):
+            blocked = db.session.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
+            db.session.rollback()
+            if blocked:
+                break
+            time.sleep(0.01)
+    assert blocked, "the payment's delivery never waited for the refund's lock"
+    let_refund_commit.set()
+    refund_thread.join(timeout=30)
+    payment_thread.join(timeout=30)
+
+    assert answers == {"refund": 200, "payment": 200}
+    final = get_order(app, order.public_id)
+    assert (final.status, final.amount_refunded) == ("refunded", total)
+    with app.app_context():
+        states = db.session.scalars(select(StripeEvent.state).where(StripeEvent.id.in_([payment["id"], refund["id"]])))
+        assert sorted(states) == ["applied", "applied"]
+
+
+@pytest.mark.postgres_only
 def test_database_failure_in_the_fast_path_leaves_the_event_to_the_general_intake(app, order, monkeypatch):
-    """The connection dies in the middle of the fast path's batch: nothing half-done, the event applied once."""
-    monkeypatch.setattr("shop.paid_sessions.LOCK_PAYMENT", select(func.pg_terminate_backend(func.pg_backend_pid())))
+    """The connection dies during the fast path's statement: nothing half-done, the event applied once."""
+    monkeypatch.setattr("shop.paid_sessions.PAY_AND_RECORD", select(func.pg_terminate_backend(func.pg_backend_pid())))
     event = session_event(order, "checkout.session.completed")
     response = post_event(app, event)
     assert response.status_code == 200 and response.json["duplicate"] is False
