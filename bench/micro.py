@@ -7,7 +7,7 @@ Creates (and drops) its own PostgreSQL database, builds the app in production co
 through Flask's test client, measures for `GET /` (a browser with five orders, two items
 each), `GET /orders/<id>/status`, the webhook and `POST /checkout` (by first-time shoppers,
 against the offline Stripe emulator in a gunicorn process of its own): CPU milliseconds per request (this
-process), wall milliseconds, and what really went over the wire to PostgreSQL per request
+process, and PostgreSQL's server processes: the machine's, so keep it otherwise idle), wall milliseconds, and what really went over the wire to PostgreSQL per request
 (round trips and statements parsed, from libpq's protocol trace), and CPU and wall time for
 the floors of the same four endpoints (`bench/floors.py`). `--profile` writes a pyinstrument profile of each endpoint to
 `bench/results/`. Nothing in shop/ is changed. Single-threaded: it measures cost, not
@@ -78,6 +78,17 @@ class RoundTrips:
         return [f"{kind:<6} {rest[:150]}" for _, _, kind, rest, *_ in sent if kind in ("Query", "Parse", "Bind", "Sync")]
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU time (user and system) of every PostgreSQL server process on this machine so far."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)
+            if fields[0].endswith("(postgres"):
+                ticks += sum(int(value) for value in fields[1].split()[11:13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def measure(label: str, call, n: int, trips: RoundTrips | None) -> dict:
     for _ in range(20):  # warm caches (SQLAlchemy statement cache, Jinja, prepared statements)
         call()
@@ -86,15 +97,17 @@ def measure(label: str, call, n: int, trips: RoundTrips | None) -> dict:
     # The setup's garbage (app, databases, test data) would otherwise be swept by a full
     # collection in whichever endpoint's run comes first: about 0.25 ms more per request there.
     gc.collect()
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall, database = time.process_time(), time.perf_counter(), postgres_cpu_seconds()
     for _ in range(n):
         call()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    database = postgres_cpu_seconds() - database
     round_trips, parses = trips.take() if trips else (0, 0)
-    row = {"label": label, "cpu_ms": 1000 * cpu / n, "wall_ms": 1000 * wall / n,
+    row = {"label": label, "cpu_ms": 1000 * cpu / n, "wall_ms": 1000 * wall / n, "postgres_cpu_ms": 1000 * database / n,
            "round_trips": round_trips / n, "parses": parses / n}
     wire = f"{row['round_trips']:4.1f} round trips  {row['parses']:4.1f} parses" if trips else ""
-    print(f"  {label:<36} {row['cpu_ms']:6.2f} ms CPU  {row['wall_ms']:6.2f} ms wall  {wire}", flush=True)
+    print(f"  {label:<36} {row['cpu_ms']:6.2f} ms CPU  {row['postgres_cpu_ms']:5.2f} ms PostgreSQL CPU"
+          f"  {row['wall_ms']:6.2f} ms wall  {wire}", flush=True)
     return row
 
 

@@ -74,8 +74,9 @@ class Product(db.Model):
         return max_quantity(self.stock)
 
 
-# Written out, not bound: a prepared statement that repeats it can use the partial index below.
+# Written out, not bound: a prepared statement that repeats them can use the partial indexes below.
 OPEN_UNCLAIMED = text("status = 'awaiting_payment' AND superseded_at IS NULL")
+PROCESSING = text("status = 'processing'")
 
 
 class Order(db.Model):
@@ -85,6 +86,8 @@ class Order(db.Model):
         # A browser's unclaimed orders awaiting payment, newest last: the checkout's claim of
         # older sessions (`orders.CLAIM_EARLIER_SESSIONS` spells out the same predicate).
         Index("ix_orders_shopper_open", "shopper_id", "id", postgresql_where=OPEN_UNCLAIMED, sqlite_where=OPEN_UNCLAIMED),
+        # A browser's delayed payments still processing (`reservations.CLIENT_HOLDS`).
+        Index("ix_orders_shopper_processing", "shopper_id", "public_id", postgresql_where=PROCESSING, sqlite_where=PROCESSING),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -21,7 +21,7 @@ import logging
 import math
 
 from flask import current_app
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import bindparam, func, literal_column, or_, select
 from sqlalchemy.orm import aliased
 
 from . import placing, stripe_gateway
@@ -62,11 +62,13 @@ CLIENT_HOLDS = (
         Product.name,
         Product.stock,
         func.sum(OrderItem.quantity),
-        # min(), not LIMIT 1: a plan for LIMIT 1 may read the orders in table order hoping to
-        # stop at the first match, and a browser without a processing payment (nearly every
-        # one) has none, so it would read them all; without LIMIT the browser's index is used.
+        # Through the partial index of processing orders (its predicate written out, not
+        # bound): otherwise a plan may read the orders in public id order hoping to stop at
+        # the first match, and a browser without a processing payment (nearly every one)
+        # has none, so it would read them all.
         select(func.min(_processing.public_id))
-        .where(_processing.shopper_id == bindparam("shopper_id"), _processing.status == OrderStatus.PROCESSING)
+        .where(_processing.shopper_id == bindparam("shopper_id"),
+               _processing.status == literal_column(f"'{OrderStatus.PROCESSING.value}'"))
         .scalar_subquery(),
     )
     .join(OrderItem, OrderItem.product_id == Product.id)

@@ -88,45 +88,48 @@ def test_the_webhooks_payment_uses_its_indexes_though_planned_on_empty_tables(ap
     assert "pk_stripe_events" in lookups and "ix_stripe_events_waiting_for" in lookups, lookups
 
 
-def test_a_browsers_open_delayed_payment_is_looked_up_by_its_index(app):
-    """The checkout asks whether the browser has a delayed payment still processing (nearly
-    never). With one shopper owning most orders (statistics that make a match look likely),
-    a plan that reads the orders in table order to stop at the first match would read them
-    all for every other browser."""
-    with app.app_context(), autocommit_connection() as driver:
-        driver.execute(
-            "INSERT INTO orders (public_id, shopper_id, checkout_token, status, currency, amount_total, amount_refunded,"
-            " amount_refund_pending, created_at, updated_at)"
-            " SELECT 'ord_many_' || n, 'one-busy-browser', 'token-' || n, 'paid', 'usd', 2400, 0, 0, now(), now()"
-            " FROM generate_series(1, 3000) AS n"
-        )
-        driver.execute("ANALYZE orders")
-        plan = generic_plan(driver, reservations.CLIENT_HOLDS, {"client_key": "k", "shopper_id": "another-browser"}, after=[])
-    assert "Seq Scan on orders" not in plan, plan
-
-
-
-
-
-@pytest.mark.parametrize("history", [
+# Statistics taken before a crowd of open orders arrived: on a new shop, on one where a
+# single browser placed most orders, and on one with many browsers and mostly paid orders.
+HISTORIES = [
     pytest.param("", id="new shop"),
     pytest.param("'a-regular', 'paid'", id="one regular browser"),
     pytest.param("'browser-' || n % 2000, CASE WHEN n % 50 = 0 THEN 'awaiting_payment' ELSE 'paid' END", id="many browsers"),
-])
-def test_the_claim_of_a_browsers_older_sessions_reads_only_that_browsers_open_orders(app, history):
-    """A flash sale: thousands of browsers each with an order awaiting payment arrive after
-    the statistics were taken (on a new shop, or one where most orders are paid). Claiming one
-    browser's older sessions must go straight to its own unclaimed orders: plans by status
-    alone, or by id below the browser's newest, read more rows with every order."""
+]
+
+
+def orders_after_statistics(driver, history: str) -> None:
+    """Orders of `history` (browser and status of each), statistics taken, then 3,000 new
+    browsers each with an order awaiting payment (`crowd-1` …)."""
     insert = ("INSERT INTO orders (public_id, shopper_id, status, checkout_token, currency, amount_total,"
               " amount_refunded, amount_refund_pending, created_at, updated_at)"
               " SELECT '{kind}-' || n, {browser_and_status}, '{kind}-' || n, 'usd', 2400, 0, 0, now(), now()"
               " FROM generate_series(1, {count}) AS n")
+    if history:
+        driver.execute(insert.format(kind="before", browser_and_status=history, count=5000))
+    driver.execute("ANALYZE orders")
+    driver.execute(insert.format(kind="crowd", browser_and_status="'crowd-' || n, 'awaiting_payment'", count=3000))
+
+
+@pytest.mark.parametrize("history", HISTORIES)
+def test_a_browsers_open_delayed_payment_is_looked_up_by_its_index(app, history):
+    """The checkout asks whether the browser has a delayed payment still processing (nearly
+    never). A plan that reads the orders in public id (or table) order to stop at the first
+    match would read them all for every browser without one."""
     with app.app_context(), autocommit_connection() as driver:
-        if history:
-            driver.execute(insert.format(kind="before", browser_and_status=history, count=5000))
-        driver.execute("ANALYZE orders")
-        driver.execute(insert.format(kind="crowd", browser_and_status="'crowd-' || n, 'awaiting_payment'", count=3000))
+        orders_after_statistics(driver, history)
+        plan = generic_plan(driver, reservations.CLIENT_HOLDS, {"client_key": "k", "shopper_id": "crowd-7"}, after=[])
+    assert "using ix_orders_shopper_processing on orders" in plan, plan
+    assert "Seq Scan on orders" not in plan and "uq_orders_public_id" not in plan, plan
+
+
+@pytest.mark.parametrize("history", HISTORIES)
+def test_the_claim_of_a_browsers_older_sessions_reads_only_that_browsers_open_orders(app, history):
+    """A flash sale: thousands of browsers each with an order awaiting payment arrive after
+    the statistics were taken. Claiming one browser's older sessions must go straight to its
+    own unclaimed orders: plans by status alone, or by id below the browser's newest, read
+    more rows with every order."""
+    with app.app_context(), autocommit_connection() as driver:
+        orders_after_statistics(driver, history)
         parameters = {"browser": "crowd-7", "order_id": 7, "session_id": "cs_test_7", "now": "2026-12-06 12:00:00+00"}
         plan = generic_plan(driver, orders.CLAIM_EARLIER_SESSIONS, parameters, after=[])
     # Both lookups by browser (its newest open order, then the older ones) use the partial index.
