@@ -3,19 +3,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    ColumnElement,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
+    and_,
     func,
-    text,
+    literal_column,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -74,21 +77,9 @@ class Product(db.Model):
         return max_quantity(self.stock)
 
 
-# Written out, not bound: a prepared statement that repeats them can use the partial indexes below.
-OPEN_UNCLAIMED = text("status = 'awaiting_payment' AND superseded_at IS NULL")
-PROCESSING = text("status = 'processing'")
-
-
 class Order(db.Model):
     __tablename__ = "orders"
-    __table_args__ = (
-        Index("ix_orders_shopper_created", "shopper_id", "created_at"),
-        # A browser's unclaimed orders awaiting payment, newest last: the checkout's claim of
-        # older sessions (`orders.CLAIM_EARLIER_SESSIONS` spells out the same predicate).
-        Index("ix_orders_shopper_open", "shopper_id", "id", postgresql_where=OPEN_UNCLAIMED, sqlite_where=OPEN_UNCLAIMED),
-        # A browser's delayed payments still processing (`reservations.CLIENT_HOLDS`).
-        Index("ix_orders_shopper_processing", "shopper_id", "public_id", postgresql_where=PROCESSING, sqlite_where=PROCESSING),
-    )
+    __table_args__ = (Index("ix_orders_shopper_created", "shopper_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(40), unique=True)
@@ -134,6 +125,27 @@ class Order(db.Model):
     # Read-only views for pages and exports: `shop.refunds` and `shop.disputes` write these rows.
     refunds: Mapped[list[Refund]] = relationship(order_by="Refund.stripe_created", viewonly=True)
     disputes: Mapped[list[Dispute]] = relationship(order_by="Dispute.stripe_created", viewonly=True)
+
+
+
+def open_unclaimed(order: Any) -> ColumnElement[bool]:
+    """`order` (the Order class or an alias of it) awaits payment and no newer checkout claimed it."""
+    return and_(order.status == literal_column("'awaiting_payment'"), order.superseded_at.is_(None))
+
+
+def processing(order: Any) -> ColumnElement[bool]:
+    """`order` (the Order class or an alias of it) waits for a delayed payment to settle."""
+    return order.status == literal_column("'processing'")
+
+
+# The statuses above are literals, not bound parameters: a prepared statement that repeats a
+# predicate can then use its partial index whatever the values. A browser's unclaimed orders
+# awaiting payment, newest last (the checkout's claim of older sessions), and its delayed
+# payments still processing (the checkout's bounds).
+Index("ix_orders_shopper_open", Order.shopper_id, Order.id,
+      postgresql_where=open_unclaimed(Order), sqlite_where=open_unclaimed(Order))
+Index("ix_orders_shopper_processing", Order.shopper_id, Order.public_id,
+      postgresql_where=processing(Order), sqlite_where=processing(Order))
 
 
 class OrderItem(db.Model):

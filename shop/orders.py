@@ -32,12 +32,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists, func, literal_column, or_, select, update
+from sqlalchemy import bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from . import batches
 from .extensions import db
-from .models import EventState, Order, Product, utcnow
+from .models import EventState, Order, Product, open_unclaimed, utcnow
 
 log = logging.getLogger("shop.orders")
 
@@ -200,22 +200,17 @@ RECORD_SESSION = (
 _newer, _recorded = aliased(Order), aliased(Order)
 
 
-def _open_unclaimed(order: type[Order]) -> ColumnElement[bool]:
-    """`models.OPEN_UNCLAIMED` for `order` (or an alias of it): the status as a literal, not bound."""
-    return and_(order.status == literal_column(f"'{S.AWAITING_PAYMENT.value}'"), order.superseded_at.is_(None))
-
-
 # The browser's open sessions older than its newest one, once `order_id` has recorded `session_id`.
-# "Open" is the predicate of the partial index `ix_orders_shopper_open`, written out the same
-# way, so that both lookups by browser read only its unclaimed orders awaiting payment: with a
+# "Open" is the predicate of the partial index `ix_orders_shopper_open` (`models.open_unclaimed`),
+# so that both lookups by browser read only its unclaimed orders awaiting payment: with a
 # bound status, or with statistics taken before a crowd arrived, PostgreSQL chose plans that
 # walked every order awaiting payment, or every order below the newest.
 CLAIM_EARLIER_SESSIONS = (
     update(Order)
     .where(
         Order.shopper_id == bindparam("browser"),
-        _open_unclaimed(Order),
-        Order.id < select(func.max(_newer.id)).where(_newer.shopper_id == bindparam("browser"), _open_unclaimed(_newer))
+        open_unclaimed(Order),
+        Order.id < select(func.max(_newer.id)).where(_newer.shopper_id == bindparam("browser"), open_unclaimed(_newer))
         .scalar_subquery(),
         exists().where(
             _recorded.id == bindparam("order_id"),

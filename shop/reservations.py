@@ -21,11 +21,11 @@ import logging
 import math
 
 from flask import current_app
-from sqlalchemy import bindparam, func, literal_column, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import aliased
 
 from . import placing, stripe_gateway
-from .models import Order, OrderItem, Product
+from .models import Order, OrderItem, Product, processing
 from .orders import OrderStatus, OutOfStock
 
 log = logging.getLogger("shop.reservations")
@@ -62,13 +62,11 @@ CLIENT_HOLDS = (
         Product.name,
         Product.stock,
         func.sum(OrderItem.quantity),
-        # Through the partial index of processing orders (its predicate written out, not
-        # bound): otherwise a plan may read the orders in public id order hoping to stop at
+        # Through the partial index of processing orders (`models.processing`): otherwise a plan may read the orders in public id order hoping to stop at
         # the first match, and a browser without a processing payment (nearly every one)
         # has none, so it would read them all.
         select(func.min(_processing.public_id))
-        .where(_processing.shopper_id == bindparam("shopper_id"),
-               _processing.status == literal_column(f"'{OrderStatus.PROCESSING.value}'"))
+        .where(_processing.shopper_id == bindparam("shopper_id"), processing(_processing))
         .scalar_subquery(),
     )
     .join(OrderItem, OrderItem.product_id == Product.id)
