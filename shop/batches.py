@@ -173,7 +173,7 @@ def committed(statement: Executable, parameters: Mapping[str, Any]) -> Answer:
 
 def _send(driver: psycopg.Connection, statement: Executable, parameters: Mapping[str, Any]) -> psycopg.Cursor:
     compiled = compiled_for_postgresql(statement)
-    return driver.execute(str(compiled), compiled.construct_params(parameters))
+    return driver.execute(compiled.sql, compiled.values(parameters))
 
 
 def _answer_of(cursor: psycopg.Cursor) -> Answer:

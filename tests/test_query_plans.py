@@ -25,7 +25,7 @@ pytestmark = pytest.mark.postgres_only
 def generic_plan(driver, statement: Executable, parameters: Mapping[str, Any], after: list[tuple[Executable, Mapping[str, Any]]]) -> str:
     """The generic plan of `statement`, in a transaction that first runs the `after` statements (rolled back)."""
     compiled = compiled_for_postgresql(statement)
-    values = compiled.construct_params(parameters)
+    values = compiled.values(parameters)
     names: list[str] = []
 
     def numbered(match: re.Match) -> str:
@@ -33,13 +33,13 @@ def generic_plan(driver, statement: Executable, parameters: Mapping[str, Any], a
             names.append(match[1])
         return f"${names.index(match[1]) + 1}"
 
-    text = re.sub(r"%\((\w+)\)s", numbered, str(compiled))
+    text = re.sub(r"%\((\w+)\)s", numbered, compiled.sql)
     literals = ", ".join("NULL" if values[name] is None else "'" + str(values[name]).replace("'", "''") + "'" for name in names)
     driver.execute("BEGIN")
     try:
         for earlier, earlier_parameters in after:
             done = compiled_for_postgresql(earlier)
-            driver.execute(str(done), done.construct_params(earlier_parameters))
+            driver.execute(done.sql, done.values(earlier_parameters))
         driver.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         driver.execute(f"PREPARE planned AS {text}")
         return "\n".join(row[0] for row in driver.execute(f"EXPLAIN EXECUTE planned({literals})"))
