@@ -41,7 +41,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if env_name == "production":
         check_production(app.config)
 
-    _configure_logging(app)
+    _configure_logging(app, lean=env_name == "production")
     if env_name == "development":
         for warning in development_warnings(app.config):
             logging.getLogger("shop").warning("%s", warning)
@@ -73,8 +73,16 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def _configure_logging(app: Flask) -> None:
-    """One line per event on stdout, as platforms expect."""
+def _configure_logging(app: Flask, lean: bool) -> None:
+    """One line per event on stdout, as platforms expect.
+
+    `lean` (production): records skip what the line never shows, the caller's file and line,
+    thread and process (the logging HOWTO's "Optimization"); every webhook writes a line.
+    Development and tests keep them for pytest's and the debugger's output.
+    """
+    if lean:
+        logging._srcfile = None
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("shop")
