@@ -76,13 +76,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 def _configure_logging(app: Flask, lean: bool) -> None:
     """One line per event on stdout, as platforms expect.
 
-    `lean` (production): records skip what the line never shows, the caller's file and line,
-    thread and process (the logging HOWTO's "Optimization"); every webhook writes a line.
-    Development and tests keep them for pytest's and the debugger's output.
+    `lean` (production): records skip what no line of the shop's or gunicorn's shows, the
+    caller's file and line and the thread (the logging HOWTO's "Optimization"); every webhook
+    writes a line. gunicorn's own lines show the process id, so that stays. Development and
+    tests keep it all for pytest's and the debugger's output.
     """
     if lean:
         logging._srcfile = None
-        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+        logging.logThreads = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("shop")
