@@ -9,13 +9,13 @@ On PostgreSQL the statement, compiled once, goes straight to psycopg on a pooled
 connection: SQLAlchemy's per-execution work (cache key, execution context, result
 processing) cost more than the query itself on the status poll. The values the statement
 carries itself (its literals) are collected once too, so a run only adds the caller's.
-The rows are named tuples, read like SQLAlchemy's rows. Other databases (SQLite, in
-development and tests) run the same statement through SQLAlchemy.
+The rows are named tuples, read like SQLAlchemy's rows. Other databases (SQLite, in development and tests)
+run the same statement through SQLAlchemy.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,6 @@ import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Executable
 
-from . import driver_pool
 from .extensions import db
 
 
@@ -38,13 +37,24 @@ def read_rows(statement: Executable, parameters: Mapping[str, Any] | None = None
         return cursor.execute(compiled.sql, compiled.values(parameters)).fetchall()
 
 
-def autocommit_connection() -> AbstractContextManager[psycopg.Connection]:
-    """A PostgreSQL connection in autocommit mode, for a block (`shop.driver_pool`).
+@contextmanager
+def autocommit_connection() -> Iterator[psycopg.Connection]:
+    """A pooled PostgreSQL connection's psycopg connection, in autocommit mode until it goes back.
 
-    psycopg's own connection, with no SQLAlchemy Connection around it (that costs more
+    The pool's connection itself, with no SQLAlchemy Connection around it (that costs more
     than a short statement). The caller spells out any transaction it needs.
     """
-    return driver_pool.of(db.engine).connection()
+    pooled = db.engine.raw_connection()
+    try:
+        driver = pooled.driver_connection
+        driver.autocommit = True
+        try:
+            yield driver
+        finally:
+            with suppress(psycopg.Error):
+                driver.autocommit = False
+    finally:
+        pooled.close()
 
 
 @dataclass(frozen=True)
