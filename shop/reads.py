@@ -9,8 +9,8 @@ On PostgreSQL the statement, compiled once, goes straight to psycopg on a pooled
 connection: SQLAlchemy's per-execution work (cache key, execution context, result
 processing) cost more than the query itself on the status poll. The values the statement
 carries itself (its literals) are collected once too, so a run only adds the caller's.
-The rows are named tuples, read like SQLAlchemy's rows. Other databases (SQLite, in development and tests)
-run the same statement through SQLAlchemy.
+The rows are named tuples, read like SQLAlchemy's rows. Other databases (SQLite, in
+development and tests) run the same statement through SQLAlchemy.
 """
 from __future__ import annotations
 

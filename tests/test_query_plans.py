@@ -135,3 +135,24 @@ def test_the_claim_of_a_browsers_older_sessions_reads_only_that_browsers_open_or
     # Both lookups by browser (its newest open order, then the older ones) use the partial index.
     assert plan.count("using ix_orders_shopper_open on orders") == 2, plan
     assert "Seq Scan on orders" not in plan, plan
+
+
+def test_a_compiled_statement_carries_its_literals_and_takes_the_callers_values(app):
+    """The values a statement holds itself are collected when it is compiled; the caller's are
+    added on each run; a parameter left out is refused, and a statement whose parameters
+    SQLAlchemy would compute per run (an IN list) is not taken at all."""
+    import psycopg
+    from sqlalchemy import bindparam, literal, select
+
+    from shop.models import Order
+
+    both = select(literal("fixed"), bindparam("given", type_=Order.currency.type))
+    in_list = select(Order.id).where(Order.public_id.in_(["ord_a", "ord_b"]))
+    with app.app_context():
+        compiled = compiled_for_postgresql(both)
+        with autocommit_connection() as driver:
+            assert driver.execute(compiled.sql, compiled.values({"given": "usd"})).fetchone() == ("fixed", "usd")
+            with pytest.raises(psycopg.ProgrammingError):
+                driver.execute(compiled.sql, compiled.values({}))
+        with pytest.raises(ValueError):
+            compiled_for_postgresql(in_list)
