@@ -41,7 +41,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if env_name == "production":
         check_production(app.config)
 
-    _configure_logging(app, lean=env_name == "production")
+    _configure_logging(lean=env_name == "production")
     if env_name == "development":
         for warning in development_warnings(app.config):
             logging.getLogger("shop").warning("%s", warning)
@@ -73,7 +73,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def _configure_logging(app: Flask, lean: bool) -> None:
+def _configure_logging(lean: bool) -> None:
     """One line per event on stdout, as platforms expect.
 
     `lean` (production): records skip what no line of the shop's or gunicorn's shows, the

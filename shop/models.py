@@ -127,7 +127,6 @@ class Order(db.Model):
     disputes: Mapped[list[Dispute]] = relationship(order_by="Dispute.stripe_created", viewonly=True)
 
 
-
 def open_unclaimed(order: Any) -> ColumnElement[bool]:
     """`order` (the Order class or an alias of it) awaits payment and no newer checkout claimed it."""
     return and_(order.status == literal_column("'awaiting_payment'"), order.superseded_at.is_(None))
