@@ -19,9 +19,18 @@ next begins (so the next one's statements see what the previous one committed), 
 trip. The last of them needs no BEGIN or COMMIT of its own: in pipeline mode everything sent
 after the last explicit transaction up to the pipeline's closing Sync is one implicit
 transaction, committed at the Sync, or rolled back whole if a statement fails. Statements are
-compiled once (`reads.compiled_for_postgresql`). Other databases (SQLite, in development and
-tests) run the same statements one by one through the ORM session, with the same
-transactions.
+compiled once (`reads.compiled_for_postgresql`) and prepared on the server on their first run
+on a connection. Other databases (SQLite, in development and tests) run the same statements
+one by one through the ORM session, with the same transactions.
+
+Why on the first run: left to itself, psycopg prepares a statement on its sixth run and
+records it as prepared when it queues the PREPARE. In a batch, PostgreSQL skips everything
+after a failed statement up to the batch's end, that PREPARE included, and psycopg checks
+only a statement's first run: the record would name a statement the server never made, and
+the statement's next run would fail ("prepared statement does not exist"). Prepared on its
+first run, a statement is checked as it is prepared. ROLLBACK, which follows every batch that
+failed, is never prepared, so that it always makes psycopg forget (and the server deallocate)
+what was prepared: a second guard (`tests/test_batches.py`).
 """
 from __future__ import annotations
 
@@ -86,12 +95,12 @@ class Batch:
         try:
             with self._driver.pipeline():
                 if not self._begun:
-                    self._driver.execute("BEGIN")
+                    self._driver.execute("BEGIN", prepare=True)
                     self._begun = True
                 for statement, parameters in steps:
                     cursors.append(_send(self._driver, statement, parameters))
                 if commit:
-                    self._driver.execute("COMMIT")
+                    self._driver.execute("COMMIT", prepare=True)
         except psycopg.errors.IntegrityError as exc:
             # The statement that failed has no result; those before it have theirs.
             failed = next((index for index, cursor in enumerate(cursors) if cursor.pgresult is None), None)
@@ -107,7 +116,7 @@ class Batch:
         if self._driver is None:
             db.session.rollback()
         elif self._begun:
-            self._driver.execute("ROLLBACK")
+            self._driver.execute("ROLLBACK", prepare=False)
 
 
 @contextmanager
@@ -150,14 +159,14 @@ def committed_one_after_another(*transactions: Sequence[Step]) -> list[list[Answ
             with driver.pipeline():
                 sent = []
                 for steps in transactions[:-1]:
-                    driver.execute("BEGIN")
+                    driver.execute("BEGIN", prepare=True)
                     sent.append([_send(driver, statement, parameters) for statement, parameters in steps])
-                    driver.execute("COMMIT")
+                    driver.execute("COMMIT", prepare=True)
                 sent.append([_send(driver, statement, parameters) for statement, parameters in transactions[-1]])
             return [[_answer_of(cursor) for cursor in cursors] for cursors in sent]
         except psycopg.Error:
             with suppress(psycopg.Error):
-                driver.execute("ROLLBACK")
+                driver.execute("ROLLBACK", prepare=False)
             raise
 
 
@@ -173,7 +182,7 @@ def committed(statement: Executable, parameters: Mapping[str, Any]) -> Answer:
 
 def _send(driver: psycopg.Connection, statement: Executable, parameters: Mapping[str, Any]) -> psycopg.Cursor:
     compiled = compiled_for_postgresql(statement)
-    return driver.execute(compiled.sql, compiled.values(parameters))
+    return driver.execute(compiled.sql, compiled.values(parameters), prepare=True)
 
 
 def _answer_of(cursor: psycopg.Cursor) -> Answer:
