@@ -50,8 +50,9 @@ class Config:
     # database restart costs at most one failed request per worker (Stripe retries webhooks).
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_recycle": 300}
     # Connections each worker process opens at most, and keeps (no overflow: a connection opened
-    # under load and closed right after costs the worker and PostgreSQL a new backend each time).
-    # Every worker of every dyno needs this many of PostgreSQL's max_connections.
+    # under load and closed right after costs the worker and PostgreSQL a new backend each time):
+    # a third for SQLAlchemy's pool, the rest for the statements sent straight to psycopg
+    # (shop.driver_pool). Every worker of every dyno needs this many of PostgreSQL's max_connections.
     DATABASE_POOL_SIZE = os.environ.get("DATABASE_POOL_SIZE") or "15"
 
     STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY") or None
@@ -201,7 +202,7 @@ NUMERIC_SETTINGS = {
     "TRUSTED_PROXY_HOPS": Number(int, 0, 10),
     "IPV6_CLIENT_PREFIX": Number(int, 1, 128),
     "REDIS_TIMEOUT_MS": Number(int, 1, 5000),
-    "DATABASE_POOL_SIZE": Number(int, 1, 100),
+    "DATABASE_POOL_SIZE": Number(int, 2, 100),
 }
 RATE_LIMIT_SETTINGS = (
     "CHECKOUT_LIMIT_PER_IP", "CHECKOUT_LIMIT_PER_BROWSER",

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from config import CONFIGS, ConfigError, check_production, check_settings, development_warnings
 
-from . import client_address
+from . import client_address, driver_pool
 from .extensions import csrf, db, migrate
 from .ops import OneLineFormatter
 from .shoppers import SessionCookie
@@ -35,8 +35,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{os.path.join(app.instance_path, 'shop.sqlite')}"
     check_settings(app.config)
     if not str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite"):
+        orm_share, _ = driver_pool.shares(int(app.config["DATABASE_POOL_SIZE"]))  # the rest: shop.driver_pool
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            **app.config["SQLALCHEMY_ENGINE_OPTIONS"], "pool_size": app.config["DATABASE_POOL_SIZE"], "max_overflow": 0,
+            **app.config["SQLALCHEMY_ENGINE_OPTIONS"], "pool_size": orm_share, "max_overflow": 0,
         }
     if env_name == "production":
         check_production(app.config)

@@ -123,8 +123,8 @@ class Batch:
 def transaction() -> Iterator[Batch]:
     """One transaction whose statements go in one round trip; rolled back unless committed.
 
-    On PostgreSQL it runs on a pooled connection of its own, so the ORM session must hold no
-    transaction meanwhile (it would hold a second connection).
+    On PostgreSQL it runs on a connection of `shop.driver_pool`, so the ORM session should
+    hold no transaction meanwhile (it would keep a second connection, of SQLAlchemy's share).
     """
     if db.engine.dialect.name != "postgresql":
         batch = Batch(None)

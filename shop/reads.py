@@ -14,8 +14,8 @@ development and tests) run the same statement through SQLAlchemy.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Executable
 
+from . import driver_pool
 from .extensions import db
 
 
@@ -37,24 +38,13 @@ def read_rows(statement: Executable, parameters: Mapping[str, Any] | None = None
         return cursor.execute(compiled.sql, compiled.values(parameters)).fetchall()
 
 
-@contextmanager
-def autocommit_connection() -> Iterator[psycopg.Connection]:
-    """A pooled PostgreSQL connection's psycopg connection, in autocommit mode until it goes back.
+def autocommit_connection() -> AbstractContextManager[psycopg.Connection]:
+    """A PostgreSQL connection in autocommit mode, for a block (`shop.driver_pool`).
 
-    The pool's connection itself, with no SQLAlchemy Connection around it (that costs more
+    psycopg's own connection, with no SQLAlchemy Connection around it (that costs more
     than a short statement). The caller spells out any transaction it needs.
     """
-    pooled = db.engine.raw_connection()
-    try:
-        driver = pooled.driver_connection
-        driver.autocommit = True
-        try:
-            yield driver
-        finally:
-            with suppress(psycopg.Error):
-                driver.autocommit = False
-    finally:
-        pooled.close()
+    return driver_pool.of(db.engine).connection()
 
 
 @dataclass(frozen=True)

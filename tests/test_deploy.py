@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import ExitStack
 
 import pytest
 from flask import request, url_for
@@ -95,13 +96,22 @@ def test_procfile_runs_migrations_and_seed_in_the_release_phase() -> None:
 
 @pytest.mark.postgres_only
 def test_a_worker_keeps_every_database_connection_it_opens(database_url: str) -> None:
-    """Under load a worker reuses its connections instead of opening and closing one per burst."""
+    """Under load a worker reuses its connections instead of opening and closing one per burst,
+    and opens no more than DATABASE_POOL_SIZE: a third for SQLAlchemy's pool, the rest for the
+    statements sent straight to psycopg."""
+    from shop import reads
     from shop.extensions import db
 
     app = create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": database_url, "DATABASE_POOL_SIZE": "7"})
-    with app.app_context():
-        held = [db.engine.raw_connection() for _ in range(7)]
-        for connection in held:
+    with app.app_context(), ExitStack() as lent:
+        orm = [db.engine.raw_connection() for _ in range(2)]
+        driver = [lent.enter_context(reads.autocommit_connection()) for _ in range(5)]
+        backends = {c.driver_connection.info.backend_pid for c in orm} | {c.info.backend_pid for c in driver}
+        assert len(backends) == 7
+        for connection in orm:
             connection.close()
-        assert db.engine.pool.checkedin() == 7  # all kept open for the next burst
+        lent.close()
+        assert db.engine.pool.checkedin() == 2  # all kept open for the next burst
+        with reads.autocommit_connection() as again:
+            assert again.info.backend_pid in backends
         db.engine.dispose()

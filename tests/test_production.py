@@ -186,7 +186,7 @@ def test_production_refuses_guessable_secrets_and_malformed_stripe_keys(weak: di
         ("STRIPE_MAX_NETWORK_RETRIES", "2.5", "STRIPE_MAX_NETWORK_RETRIES='2.5' must be a whole number from 0 to 10."),
         ("TRUSTED_PROXY_HOPS", "-1", "TRUSTED_PROXY_HOPS='-1' must be a whole number from 0 to 10."),
         ("IPV6_CLIENT_PREFIX", "129", "IPV6_CLIENT_PREFIX='129' must be a whole number from 1 to 128."),
-        ("DATABASE_POOL_SIZE", "0", "DATABASE_POOL_SIZE='0' must be a whole number from 1 to 100."),
+        ("DATABASE_POOL_SIZE", "1", "DATABASE_POOL_SIZE='1' must be a whole number from 2 to 100."),
     ],
 )
 def test_a_malformed_number_is_refused_with_one_line(setting: str, value: str, message: str) -> None:
