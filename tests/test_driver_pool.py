@@ -6,7 +6,7 @@ from contextlib import ExitStack
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, literal, select, text
 
 from shop import driver_pool, reads
 from shop.extensions import db
@@ -92,8 +92,6 @@ def test_disposing_the_engine_closes_the_idle_connections(app) -> None:
 
 def test_a_new_connection_goes_through_the_engines_connect_listeners(app) -> None:
     """The dialect's set-up and any tracing (the tests' and the bench's round-trip counts) see it."""
-    from sqlalchemy import event
-
     seen = []
     with app.app_context():
         db.engine.dispose()
@@ -104,8 +102,6 @@ def test_a_new_connection_goes_through_the_engines_connect_listeners(app) -> Non
 
 def test_a_workers_first_statement_may_be_one_sent_straight_to_psycopg(database_url: str) -> None:
     """A new engine's first connection sets its dialect up; the driver's first one must not skip that."""
-    from sqlalchemy import literal, select
-
     app = make_app(database_url, STRIPE_OFFLINE=False, STRIPE_SECRET_KEY="sk_test_unused")  # no emulator tables to make
     with app.app_context():
         try:
