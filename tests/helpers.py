@@ -5,9 +5,11 @@ import json
 import re
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 import stripe
 from flask import Flask
 from sqlalchemy import func, select
@@ -17,6 +19,18 @@ from shop.models import Order, StripeEvent
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 TOKEN_FIELD = re.compile(r'name="checkout_token" value="([^"]+)"')
+STRIPE_REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "stripe"
+
+
+def stripe_reference(name: str) -> Path:
+    """A file of Stripe's published spec and fixtures, read in place beside the repo (../shared/stripe).
+
+    The calling test skips, saying which file is missing, when it is absent.
+    """
+    path = STRIPE_REFERENCE / name
+    if not path.is_file():
+        pytest.skip(f"Stripe's published {name} is not at {path} (../shared/stripe, beside the repo)")
+    return path
 
 
 def path_of(url: str) -> str:

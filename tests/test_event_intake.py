@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
 from shop import events
-from tests.helpers import event_state, get_order, post_event, refund_event, session_event, snapshot
+from tests.helpers import event_state, get_order, post_event, refund_event, session_event, snapshot, stripe_reference
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "stripe" / "fixtures3.json"
 HANDLED_TYPES = [
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
@@ -154,9 +152,7 @@ def test_session_events_of_other_integrations_with_null_amounts_get_2xx(app, ord
 
 
 def stripe_fixtures() -> dict:
-    if not FIXTURES.is_file():
-        pytest.skip(f"Stripe's published fixtures are not at {FIXTURES} (a checkout of the shared Stripe data next to the repo)")
-    return json.loads(FIXTURES.read_text())["resources"]
+    return json.loads(stripe_reference("fixtures3.json").read_text())["resources"]
 
 
 def wrapped_fixtures() -> list[tuple[str, str]]:

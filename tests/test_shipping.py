@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import time
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -27,10 +26,9 @@ from tests.helpers import (
     post_event,
     refund_event,
     session_event,
+    stripe_reference,
 )
 from tests.test_admin import OPERATOR, Operator
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "stripe" / "fixtures3.json"
 
 
 @pytest.fixture
@@ -41,7 +39,7 @@ def operator(app: Flask) -> Operator:
 
 def published_shipping_details() -> dict:
     """Stripe's published Checkout Session's `collected_information.shipping_details`, filled in."""
-    session = json.loads(FIXTURES.read_text())["resources"]["checkout.session"]
+    session = json.loads(stripe_reference("fixtures3.json").read_text())["resources"]["checkout.session"]
     details = copy.deepcopy(session["collected_information"]["shipping_details"])
     details["name"] = "Grace Hopper"
     details["address"].update(line1="1 Compiler Way", city="Arlington", state="VA", postal_code="22201", country="US")

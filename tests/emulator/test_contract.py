@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +26,10 @@ from shop.stripe_emulator.params import (
     UPDATE_WEBHOOK_ENDPOINT_PARAMS,
     param_paths,
 )
+from tests.helpers import stripe_reference
 
 from .conftest import pay, session_params
 
-SPEC_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "stripe"
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -52,10 +51,7 @@ def _allow_nulls(node: Any) -> None:
 
 @pytest.fixture(scope="session")
 def spec() -> dict[str, Any]:
-    path = SPEC_DIR / "spec3.yaml"
-    if not path.is_file():
-        pytest.skip(f"Stripe spec not found at ../shared/stripe: {path} is missing")
-    with path.open(encoding="utf-8") as handle:
+    with stripe_reference("spec3.yaml").open(encoding="utf-8") as handle:
         loaded = yaml.load(handle, Loader=yaml.CSafeLoader)
     _allow_nulls(loaded)
     return loaded
@@ -213,10 +209,7 @@ def test_foreign_objects_have_the_fields_of_stripes_published_fixtures(spec, mon
 
     from shop.stripe_emulator import foreign, objects
 
-    path = SPEC_DIR / "fixtures3.json"
-    if not path.is_file():
-        pytest.skip(f"Stripe fixtures not found at ../shared/stripe: {path} is missing")
-    fixtures = json.loads(path.read_text(encoding="utf-8"))["resources"]
+    fixtures = json.loads(stripe_reference("fixtures3.json").read_text(encoding="utf-8"))["resources"]
     for version in (*foreign.OLDER_API_VERSIONS, stripe.api_version):
         monkeypatch.setattr(foreign, "_api_version", lambda version=version: version)
         for story in foreign.STORIES.values():
